@@ -1,0 +1,4 @@
+package node
+
+// ISCSIConfig configures the iSCSI target controller ([iscsi]).
+type ISCSIConfig struct{}
