@@ -268,7 +268,8 @@ func (c *Config) applyFile(path, hostname string) ([]hostSection, error) {
 }
 
 // apply sets every key of table m (found under textPrefix in the source
-// text) into c, checking it against the schema.
+// text, e.g. host."n1") into c, checking it against the schema. Errors name
+// the key as written in the source.
 func (c *Config) apply(m map[string]any, textPrefix string, st sourceText) error {
 	return c.applyTable(reflect.ValueOf(c).Elem(), m, "", textPrefix, st)
 }
@@ -285,13 +286,13 @@ func (c *Config) applyTable(rv reflect.Value, m map[string]any, path, textPrefix
 		textKey := joinKey(textPrefix, quoteKey(k))
 		f, ok := fields[k]
 		if !ok {
-			return &ConfigError{Origin: st.origin(textKey), Key: key, Msg: "unknown key"}
+			return &ConfigError{Origin: st.origin(textKey), Key: textKey, Msg: "unknown key"}
 		}
 		fv := rv.FieldByIndex(f.Index)
 		if isTable(f.Type) {
 			sub, ok := m[k].(map[string]any)
 			if !ok {
-				return &ConfigError{Origin: st.origin(textKey), Key: key, Msg: fmt.Sprintf("must be a table, not %s", tomlType(m[k]))}
+				return &ConfigError{Origin: st.origin(textKey), Key: textKey, Msg: fmt.Sprintf("must be a table, not %s", tomlType(m[k]))}
 			}
 			if err := c.applyTable(fv, sub, key, textKey, st); err != nil {
 				return err
@@ -300,7 +301,7 @@ func (c *Config) applyTable(rv reflect.Value, m map[string]any, path, textPrefix
 		}
 		o := st.origin(textKey)
 		if err := setValue(fv, f, m[k]); err != nil {
-			return &ConfigError{Origin: o, Key: key, Msg: err.Error()}
+			return &ConfigError{Origin: o, Key: textKey, Msg: err.Error()}
 		}
 		c.origins[key] = o
 	}
