@@ -70,8 +70,8 @@ roles = ["mgmt"]
 [host."n7".node]
 id = 7
 `,
-		"keel.d/10-a.toml": "[node]\nname = \"dropin-a\"\nroles = [\"server\"]\n",
-		"keel.d/20-b.toml": "[node]\nname = \"dropin-b\"\n\n[host.n7.node]\nroles = [\"client\", \"server\"]\n",
+		"keel.d/10-a.toml":    "[node]\nname = \"dropin-a\"\nroles = [\"server\"]\n",
+		"keel.d/20-b.toml":    "[node]\nname = \"dropin-b\"\n\n[host.n7.node]\nroles = [\"client\", \"server\"]\n",
 		"keel.d/ignored.conf": "this is not toml and not *.toml",
 	})
 	dir := filepath.Dir(path)
