@@ -50,7 +50,7 @@ install: build
 	install -d -m 0755 $(DESTDIR)/etc/keel/keel.d
 	test -e $(DESTDIR)/etc/keel/keel.toml || install -m 0644 dist/keel.toml $(DESTDIR)/etc/keel/keel.toml
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
-	for u in dist/systemd/*; do [ -e "$$u" ] && install -m 0644 "$$u" $(DESTDIR)$(UNITDIR)/ || true; done
+	for u in dist/systemd/*.service; do [ ! -e "$$u" ] || install -m 0644 "$$u" $(DESTDIR)$(UNITDIR)/; done
 
 demo: build
 	@echo "make demo: the local cluster arrives with the data path (mgmt, server, client); not built yet." >&2
