@@ -20,8 +20,8 @@ import (
 
 // Globals are the flags every applet takes.
 type Globals struct {
-	Config   string `name:"config" short:"c" default:"/etc/keel/keel.toml" env:"KEEL_CONFIG" placeholder:"FILE" help:"Configuration file. Drop-ins in keel.d/ beside it are applied after it, in name order."`
-	StateDir string `name:"state-dir" default:"/var/lib/keel" env:"KEEL_STATE_DIR" placeholder:"DIR" help:"Directory of the node's state database."`
+	Config   string `name:"config" short:"c" default:"/etc/keel/keel.toml" env:"KEEL_CONFIG" placeholder:"FILE" help:"Configuration file (default /etc/keel/keel.toml). Drop-ins in keel.d/ beside it are applied after it, in name order."`
+	StateDir string `name:"state-dir" default:"/var/lib/keel" env:"KEEL_STATE_DIR" placeholder:"DIR" help:"Directory of the node's state database (default /var/lib/keel)."`
 	LogLevel string `name:"log-level" default:"info" enum:"debug,info,warn,error" env:"KEEL_LOG_LEVEL" help:"Least severe log messages to print: debug, info, warn or error."`
 	JSON     bool   `name:"json" env:"KEEL_JSON" help:"Print machine-readable JSON instead of tables."`
 }
