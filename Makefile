@@ -10,7 +10,7 @@ PREFIX      ?= /usr
 SBINDIR     ?= $(PREFIX)/sbin
 UNITDIR     ?= /lib/systemd/system
 DESTDIR     ?=
-STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 10s
 
 export CGO_ENABLED=0

@@ -169,9 +169,7 @@ func commandPath(name string, ctx *kong.Context) []string {
 		return out
 	}
 	if sel := ctx.Selected(); sel != nil {
-		for _, p := range strings.Fields(sel.FullPath())[1:] {
-			out = append(out, p)
-		}
+		out = append(out, strings.Fields(sel.FullPath())[1:]...)
 	}
 	return out
 }
