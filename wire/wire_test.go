@@ -1,0 +1,226 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// memHandler is a tiny in-memory disk: one byte slice per object.
+type memHandler struct {
+	mu      sync.Mutex
+	objects map[uint64][]byte
+	calls   atomic.Int64
+	peers   sync.Map
+}
+
+func (h *memHandler) ServeWire(peer Peer, req *Request, resp *Response) {
+	h.calls.Add(1)
+	h.peers.Store(peer, true)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	obj := h.objects[req.Volume]
+	if obj == nil {
+		obj = make([]byte, 1<<20)
+		h.objects[req.Volume] = obj
+	}
+	if req.Offset+uint64(req.Length) > uint64(len(obj)) {
+		resp.Status = StatusRange
+		resp.Data = append(resp.Data, "out of range"...)
+		return
+	}
+	switch req.Op {
+	case OpWrite:
+		copy(obj[req.Offset:], req.Data)
+		resp.Version = req.Version
+	case OpRead:
+		copy(resp.Grow(int(req.Length)), obj[req.Offset:])
+	}
+}
+
+func startServer(t *testing.T, network string, secret []byte, h Handler) string {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "s.sock")
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, ln, ServerConfig{Secret: secret, Self: Peer{NodeID: 1, Role: "server", Name: "s1"}, Handler: h, Log: slog.New(slog.DiscardHandler)})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+var secret = []byte("0123456789abcdef0123456789abcdef")
+
+func TestPipelinedReadWrite(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			h := &memHandler{objects: map[uint64][]byte{}}
+			addr := startServer(t, network, secret, h)
+			c, err := Dial(context.Background(), network, addr, secret, Peer{NodeID: 7, Role: "client", Name: "c7"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if c.Peer != (Peer{NodeID: 1, Role: "server", Name: "s1"}) {
+				t.Fatalf("server peer %+v", c.Peer)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 64)
+			for g := 0; g < 32; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					data := bytes.Repeat([]byte{byte(g)}, 4096)
+					var resp Response
+					for i := 0; i < 20; i++ {
+						off := uint64(g*4096*8 + i%8*4096)
+						if err := c.Do(context.Background(), &Request{Op: OpWrite, Volume: 1, Offset: off, Length: 4096, Data: data, Version: uint64(i)}, &resp); err != nil {
+							errs <- err
+							return
+						}
+						if err := c.Do(context.Background(), &Request{Op: OpRead, Volume: 1, Offset: off, Length: 4096}, &resp); err != nil {
+							errs <- err
+							return
+						}
+						if !bytes.Equal(resp.Data, data) {
+							errs <- fmt.Errorf("goroutine %d: read back other data", g)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			var resp Response
+			err = c.Do(context.Background(), &Request{Op: OpRead, Volume: 1, Offset: 1 << 20, Length: 4096}, &resp)
+			var se *StatusError
+			if !errors.As(err, &se) || se.Status != StatusRange || se.Msg != "out of range" {
+				t.Fatalf("out of range read: %v", err)
+			}
+			if _, ok := h.peers.Load(Peer{NodeID: 7, Role: "client", Name: "c7"}); !ok {
+				t.Fatal("handler did not see the client's name")
+			}
+		})
+	}
+}
+
+// A peer without the secret is refused before any request reaches the
+// handler, whichever side lacks it.
+func TestHandshakeRefusesWrongSecret(t *testing.T) {
+	h := &memHandler{objects: map[uint64][]byte{}}
+	addr := startServer(t, "tcp", secret, h)
+	wrong := []byte("fedcba9876543210fedcba9876543210")
+	if _, err := Dial(context.Background(), "tcp", addr, wrong, Peer{Role: "client"}); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("dial with the wrong secret: %v, want ErrHandshake", err)
+	}
+	// A raw peer that skips the handshake and sends a request frame.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := EncodeRequest(nil, &Request{Op: OpWrite, Volume: 1, Length: 4096, Data: make([]byte, 4096)})
+	conn.Write(frame)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _ := bufio.NewReader(conn).Read(make([]byte, 1)); n != 0 {
+		t.Fatal("server answered a peer that did not hand-shake")
+	}
+	conn.Close()
+	// And a client refuses a server without the secret.
+	other := startServer(t, "tcp", wrong, h)
+	if _, err := Dial(context.Background(), "tcp", other, secret, Peer{Role: "client"}); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("dial to a server with another secret: %v, want ErrHandshake", err)
+	}
+	if n := h.calls.Load(); n != 0 {
+		t.Fatalf("handler called %d times without a handshake", n)
+	}
+}
+
+func TestRequestRoundTrip(t *testing.T) {
+	reqs := []Request{
+		{Op: OpWrite, Flags: FlagFUA, ID: 9, Disk: 3, Volume: 44, Index: 5, Offset: 8192, Length: 4, Token: 77, Version: 12, Data: []byte("abcd")},
+		{Op: OpCreate, Flags: FlagParent, ID: 1, Disk: 1, Volume: 2, Index: 3, ParentVolume: 4, ParentIndex: 5, Data: []byte{}},
+		{Op: OpFlush, ID: 2, Data: []byte{}},
+	}
+	var all []byte
+	for i := range reqs {
+		all = EncodeRequest(all, &reqs[i])
+	}
+	br := bufio.NewReader(bytes.NewReader(all))
+	var got Request
+	for i, want := range reqs {
+		if err := ReadRequest(br, &got); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("request %d: got %+v, want %+v", i, got, want)
+		}
+	}
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add(EncodeRequest(nil, &Request{Op: OpWrite, Length: 4, Data: []byte("abcd")}))
+	f.Add(EncodeRequest(nil, &Request{Op: OpRead, Length: 4096}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r Request
+		if err := ReadRequest(bufio.NewReader(bytes.NewReader(b)), &r); err != nil {
+			return
+		}
+		again := EncodeRequest(nil, &r)
+		if !bytes.Equal(again, b[:len(again)]) {
+			t.Fatalf("re-encoding differs:\n%x\n%x", again, b[:len(again)])
+		}
+	})
+}
+
+func FuzzDecodeResponse(f *testing.F) {
+	f.Add(EncodeResponse(nil, &Response{ID: 1, Data: []byte("data")}))
+	f.Add(EncodeResponse(nil, &Response{Status: StatusChecksum, Data: []byte("bad")}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r Response
+		if err := ReadResponse(bytes.NewReader(b), &r); err != nil {
+			return
+		}
+		again := EncodeResponse(nil, &r)
+		if !bytes.Equal(again, b[:len(again)]) {
+			t.Fatalf("re-encoding differs")
+		}
+		if r.Status == StatusOK && r.Err() != nil || r.Status != StatusOK && r.Err() == nil {
+			t.Fatal("Err disagrees with Status")
+		}
+	})
+}
+
+func FuzzDecodeVersions(f *testing.F) {
+	f.Add(EncodeVersions(nil, []VersionEntry{{1, 2, 3}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		vs, err := DecodeVersions(b)
+		if err == nil && !bytes.Equal(EncodeVersions(nil, vs), b) {
+			t.Fatal("re-encoding differs")
+		}
+	})
+}
