@@ -1,0 +1,423 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// A connection's requests in flight are bounded by weight: each costs
+// requestWeight plus its payload (the READ or WRITE buffer), and the reader
+// stops taking requests off the socket while inFlightBudget is used up.
+// That caps both the goroutines and the buffer memory of one client.
+const (
+	inFlightBudget = 64 << 20
+	requestWeight  = 256 << 10
+)
+
+// conn is one client connection.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	br  *bufio.Reader
+	log *slog.Logger
+
+	// Negotiated during the handshake.
+	noZeroes   bool
+	structured bool
+	metaExport *Export // export the meta contexts were set for
+	metaAlloc  bool    // base:allocation selected
+
+	export *Export
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// wmu serialises replies: each reply is written whole, so replies of
+	// concurrent requests never interleave on the socket.
+	wmu  sync.Mutex
+	werr error // first write error; later replies are dropped
+
+	inflight sync.WaitGroup
+	budget   *semaphore.Weighted
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{
+		srv:    s,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 64<<10),
+		log:    s.log.With("remote", nc.RemoteAddr().String()),
+		budget: semaphore.NewWeighted(inFlightBudget),
+	}
+}
+
+// stopReading makes the connection take no more requests: the reader sees
+// end of stream, waits for the requests in flight to be answered and closes
+// the connection.
+func (c *conn) stopReading() {
+	if cr, ok := c.nc.(interface{ CloseRead() error }); ok && cr.CloseRead() == nil {
+		return
+	}
+	c.nc.Close()
+}
+
+// serve runs the connection to its end.
+func (c *conn) serve() {
+	defer c.nc.Close()
+	e, err := c.negotiate()
+	if err != nil {
+		c.logEnd("handshake ended", err)
+		return
+	}
+	if e == nil {
+		return
+	}
+	if err := e.bind(c); err != nil {
+		c.log.Info("nbd: export closed during handshake", "export", e.name, "err", err)
+		return
+	}
+	defer e.unbind(c)
+	c.export = e
+	c.ctx, c.cancel = context.WithCancel(e.ctx)
+	defer c.cancel()
+	c.log = c.log.With("export", e.name)
+	c.log.Debug("nbd: client connected", "structured", c.structured, "base_allocation", c.metaAlloc)
+	err = c.transmit()
+	c.inflight.Wait()
+	c.logEnd("client disconnected", err)
+}
+
+func (c *conn) logEnd(msg string, err error) {
+	switch {
+	case err == nil, errors.Is(err, errClientGone), errors.Is(err, net.ErrClosed):
+		c.log.Debug("nbd: "+msg, "err", err)
+	default:
+		c.log.Warn("nbd: "+msg, "err", err)
+	}
+}
+
+// transmit reads requests until the client disconnects, dispatching each
+// to its own goroutine. WRITE payloads are read here, in order, since they
+// follow their header on the stream.
+func (c *conn) transmit() error {
+	var hdr [requestLen]byte
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			return quietEOF(fmt.Errorf("read request: %w", err))
+		}
+		req, err := parseRequest(hdr[:])
+		if err != nil {
+			return err
+		}
+		if req.typ == cmdDisc {
+			return nil
+		}
+		weight := int64(requestWeight)
+		if req.typ == cmdRead || req.typ == cmdWrite {
+			weight = min(weight+int64(req.length), inFlightBudget)
+		}
+		// Cannot fail: the context is never cancelled.
+		_ = c.budget.Acquire(context.Background(), weight)
+		var payload []byte
+		if req.typ == cmdWrite {
+			if req.length > c.export.info.MaxBlock {
+				// Too large to accept: skip the payload, refuse.
+				if _, err := io.CopyN(io.Discard, c.br, int64(req.length)); err != nil {
+					return quietEOF(fmt.Errorf("read write payload: %w", err))
+				}
+				c.replyError(req, fmt.Errorf("write of %d bytes exceeds the maximum block size %d: %w", req.length, c.export.info.MaxBlock, ErrInvalid))
+				c.budget.Release(weight)
+				continue
+			}
+			payload = getBuf(int(req.length))
+			if _, err := io.ReadFull(c.br, payload); err != nil {
+				putBuf(payload)
+				c.budget.Release(weight)
+				return quietEOF(fmt.Errorf("read write payload: %w", err))
+			}
+		}
+		c.inflight.Add(1)
+		go func() {
+			defer func() {
+				c.budget.Release(weight)
+				c.inflight.Done()
+			}()
+			c.handle(req, payload)
+			if payload != nil {
+				putBuf(payload)
+			}
+		}()
+	}
+}
+
+// handle executes one request and sends its reply.
+func (c *conn) handle(req request, payload []byte) {
+	if err := c.check(req); err != nil {
+		c.replyError(req, err)
+		return
+	}
+	e := c.export
+	b := e.backend
+	off, n := int64(req.offset), int64(req.length)
+	fua := req.flags&cmdFlagFUA != 0
+	var err error
+	switch req.typ {
+	case cmdRead:
+		c.read(req)
+		return
+	case cmdWrite:
+		err = b.WriteAt(c.ctx, payload, off, fua)
+	case cmdFlush:
+		err = b.Flush(c.ctx)
+	case cmdTrim:
+		err = b.Trim(c.ctx, off, n, fua)
+	case cmdWriteZeroes:
+		err = b.WriteZeroes(c.ctx, off, n, ZeroFlags{
+			FUA:    fua,
+			NoHole: req.flags&cmdFlagNoHole != 0,
+			Fast:   req.flags&cmdFlagFastZero != 0,
+		})
+	case cmdCache:
+		err = b.Cache(c.ctx, off, n)
+	case cmdBlockStatus:
+		c.blockStatus(req)
+		return
+	}
+	if err != nil {
+		c.replyError(req, c.cause(err))
+		return
+	}
+	c.send(appendSimpleReply(nil, 0, req.handle))
+}
+
+// cause is the error to report for a failed backend call: the export's
+// failure when it was closed meanwhile (the backend then mostly sees a
+// cancelled context), else the backend's own error.
+func (c *conn) cause(err error) error {
+	if ferr := c.export.Err(); ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// flagsAllowed lists the command flags each command accepts. FUA is
+// accepted on every command, as the protocol asks.
+var flagsAllowed = map[uint16]uint16{
+	cmdRead:        cmdFlagFUA | cmdFlagDF,
+	cmdWrite:       cmdFlagFUA,
+	cmdFlush:       cmdFlagFUA,
+	cmdTrim:        cmdFlagFUA,
+	cmdCache:       cmdFlagFUA,
+	cmdWriteZeroes: cmdFlagFUA | cmdFlagNoHole | cmdFlagFastZero,
+	cmdBlockStatus: cmdFlagFUA | cmdFlagReqOne,
+}
+
+// check validates a request against the export before it reaches the
+// backend.
+func (c *conn) check(req request) error {
+	e := c.export
+	if err := e.Err(); err != nil {
+		return err
+	}
+	allowed, known := flagsAllowed[req.typ]
+	if !known {
+		return fmt.Errorf("command %d: %w: unknown command", req.typ, ErrInvalid)
+	}
+	if req.flags&^allowed != 0 {
+		return fmt.Errorf("command %d: %w: flags %#x", req.typ, ErrInvalid, req.flags)
+	}
+	if req.flags&cmdFlagDF != 0 && !c.structured {
+		return fmt.Errorf("read: %w: DF without structured replies", ErrInvalid)
+	}
+	if req.flags&cmdFlagFastZero != 0 && !e.info.FastZero {
+		return fmt.Errorf("write zeroes: %w: fast zero was not offered", ErrInvalid)
+	}
+	write := req.typ == cmdWrite || req.typ == cmdTrim || req.typ == cmdWriteZeroes
+	if write && e.info.ReadOnly {
+		return fmt.Errorf("export %q: %w", e.name, ErrReadOnly)
+	}
+	if req.typ == cmdFlush {
+		return nil
+	}
+	if req.typ == cmdBlockStatus && !c.metaAlloc {
+		return fmt.Errorf("block status: %w: no metadata context negotiated", ErrInvalid)
+	}
+	if req.length == 0 {
+		return fmt.Errorf("command %d: %w: zero length", req.typ, ErrInvalid)
+	}
+	if (req.typ == cmdRead || req.typ == cmdWrite) && req.length > e.info.MaxBlock {
+		return fmt.Errorf("command %d: %w: %d bytes exceed the maximum block size %d", req.typ, ErrInvalid, req.length, e.info.MaxBlock)
+	}
+	end := req.offset + uint64(req.length)
+	if end < req.offset || end > uint64(e.info.Size) {
+		err := ErrInvalid
+		if write {
+			err = ErrNoSpace
+		}
+		return fmt.Errorf("command %d: %w: range %d+%d past the end %d", req.typ, err, req.offset, req.length, e.info.Size)
+	}
+	if m := uint64(e.info.MinBlock); req.offset%m != 0 || uint64(req.length)%m != 0 {
+		return fmt.Errorf("command %d: %w: range %d+%d not aligned to %d", req.typ, ErrInvalid, req.offset, req.length, m)
+	}
+	return nil
+}
+
+// read serves NBD_CMD_READ. With structured replies, a range that reads
+// as all zeroes goes back as one OFFSET_HOLE chunk instead of its bytes.
+func (c *conn) read(req request) {
+	buf := getBuf(int(req.length))
+	defer putBuf(buf)
+	if err := c.export.backend.ReadAt(c.ctx, buf, int64(req.offset)); err != nil {
+		c.replyError(req, c.cause(err))
+		return
+	}
+	if !c.structured {
+		c.send(appendSimpleReply(nil, 0, req.handle), buf)
+		return
+	}
+	if allZero(buf) {
+		h := appendStructReply(nil, replyFlagDone, replyTypeOffsetHole, req.handle, 12)
+		h = binary.BigEndian.AppendUint64(h, req.offset)
+		c.send(binary.BigEndian.AppendUint32(h, req.length))
+		return
+	}
+	h := appendStructReply(nil, replyFlagDone, replyTypeOffsetData, req.handle, 8+req.length)
+	c.send(binary.BigEndian.AppendUint64(h, req.offset), buf)
+}
+
+// maxExtents bounds the descriptors of one BLOCK_STATUS reply; the
+// protocol lets the server describe less than was asked.
+const maxExtents = 1 << 14
+
+// blockStatus serves NBD_CMD_BLOCK_STATUS for base:allocation.
+func (c *conn) blockStatus(req request) {
+	exts, err := c.export.backend.BlockStatus(c.ctx, int64(req.offset), int64(req.length))
+	if err != nil {
+		c.replyError(req, c.cause(err))
+		return
+	}
+	p := binary.BigEndian.AppendUint32(nil, metaBaseAllocationID)
+	left := int64(req.length)
+	for i, x := range exts {
+		if left == 0 || i == maxExtents || (i == 1 && req.flags&cmdFlagReqOne != 0) {
+			break
+		}
+		n := min(x.Length, left)
+		if n <= 0 {
+			break
+		}
+		var flags uint32
+		if x.Hole {
+			flags |= stateHole
+		}
+		if x.Zero {
+			flags |= stateZero
+		}
+		p = binary.BigEndian.AppendUint32(p, uint32(n))
+		p = binary.BigEndian.AppendUint32(p, flags)
+		left -= n
+	}
+	if len(p) == 4 {
+		c.replyError(req, fmt.Errorf("block status %d+%d: backend described nothing: %w", req.offset, req.length, ErrInvalid))
+		return
+	}
+	h := appendStructReply(nil, replyFlagDone, replyTypeBlockStatus, req.handle, uint32(len(p)))
+	c.send(h, p)
+}
+
+// replyError answers req with an error: a structured ERROR chunk carrying
+// the message when structured replies were negotiated, else a simple
+// reply with the errno.
+func (c *conn) replyError(req request, err error) {
+	errno := errnoOf(err)
+	c.log.Debug("nbd: request failed", "cmd", req.typ, "offset", req.offset, "length", req.length, "errno", errno, "err", err)
+	if !c.structured {
+		c.send(appendSimpleReply(nil, errno, req.handle))
+		return
+	}
+	msg := err.Error()
+	if len(msg) > maxStringLen {
+		msg = msg[:maxStringLen]
+	}
+	h := appendStructReply(nil, replyFlagDone, replyTypeError, req.handle, uint32(6+len(msg)))
+	h = binary.BigEndian.AppendUint32(h, errno)
+	h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
+	c.send(append(h, msg...))
+}
+
+// send writes one whole reply. After a write error the connection is
+// closed, which also ends the reader.
+func (c *conn) send(parts ...[]byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	bufs := net.Buffers(parts)
+	if _, err := bufs.WriteTo(c.nc); err != nil {
+		c.werr = err
+		c.nc.Close()
+	}
+}
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.NativeEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Buffer pools by power-of-two size class, 4 KiB to 32 MiB.
+const (
+	minBufShift = 12
+	maxBufShift = 25
+)
+
+var bufPools [maxBufShift - minBufShift + 1]sync.Pool
+
+func bufClass(n int) int {
+	c := 0
+	for n > 1<<(minBufShift+c) {
+		c++
+	}
+	return c
+}
+
+// getBuf returns a buffer of length n from the pools.
+func getBuf(n int) []byte {
+	c := bufClass(n)
+	if c >= len(bufPools) {
+		return make([]byte, n)
+	}
+	if p, ok := bufPools[c].Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, 1<<(minBufShift+c))
+}
+
+// putBuf returns a buffer from getBuf.
+func putBuf(b []byte) {
+	c := bufClass(cap(b))
+	if c >= len(bufPools) || cap(b) != 1<<(minBufShift+c) {
+		return
+	}
+	b = b[:cap(b)]
+	bufPools[c].Put(&b)
+}
