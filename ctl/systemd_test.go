@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"keel/ctl"
 	"keel/internal/systemdtest"
@@ -306,4 +307,83 @@ func TestCtlVerbs(t *testing.T) {
 		wantCode(t, keelCtl(t, s, "stop", "stat"), 0)
 		wantActive(t, s, "inactive", "keel_stat.service")
 	})
+}
+
+// A client-only node becomes converged: its configuration gains the server
+// role and the server's unit is installed; `keel_ctl enable && keel_ctl
+// start` brings the server up too.
+func TestCtlPromoteClientToConverged(t *testing.T) {
+	s := systemdtest.Boot(t, systemdtest.Options{Units: map[string]string{clientUnit: longRunning("keel client (test)")}})
+	s.WriteFile("keel.toml", configText(`"client"`, nothingListens))
+	wantCode(t, keelCtl(t, s, "enable"), 0)
+	wantCode(t, keelCtl(t, s, "start"), 0)
+	wantActive(t, s, "active", clientUnit)
+
+	s.WriteUnit(serverUnit, longRunning("keel server (test)"))
+	s.WriteFile("keel.toml", configText(`"client", "server"`, nothingListens))
+	r := keelCtl(t, s, "enable")
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stdout, serverUnit+": enabled") {
+		t.Errorf("enable did not report the new server:\n%s", r.stdout)
+	}
+	wantCode(t, keelCtl(t, s, "start"), 0)
+	wantActive(t, s, "active", clientUnit, serverUnit)
+	if got := s.Show(serverUnit, "UnitFileState"); got != "enabled" {
+		t.Errorf("server is %s", got)
+	}
+	// The server started after the client was already up; a restart of
+	// both puts them back in order.
+	r = keelCtl(t, s, "restart", "--force")
+	wantCode(t, r, 0)
+	wantOrder(t, s, "ActiveEnterTimestampMonotonic", serverUnit, clientUnit)
+}
+
+// The stop safety check with mgmt answering: a static reply served inside
+// the test system's network namespace by python3's http.server stands in
+// for keel_mgmt's NodeStopCheck.
+func TestCtlStopCheckAnswers(t *testing.T) {
+	const python = "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		t.Skipf("no %s to serve the stop check reply: %v", python, err)
+	}
+	s := systemdtest.Boot(t, systemdtest.Options{
+		Units: map[string]string{
+			serverUnit: longRunning("keel server (test)"),
+			"mgmt-reply.service": unitText("NodeStopCheck replies (test)", "simple",
+				python+" -m http.server --bind 127.0.0.1 --directory "+systemdtest.Dir+"/api 18081"),
+		},
+		Wants: []string{serverUnit, "mgmt-reply.service"},
+	})
+	s.WriteFile("keel.toml", configText(`"server"`, "http://127.0.0.1:18081"))
+	s.WriteFile("api-token", "test-token\n")
+	reply := func(v ctl.StopVerdict) {
+		b, _ := json.Marshal(map[string]any{"generation": 1, "data": v})
+		s.WriteFile("api/ctrl/1.0/NodeStopCheck/3", string(b))
+	}
+	// Wait for the reply server to listen.
+	reply(ctl.StopVerdict{Reason: "disk 301 holds the last up copy of volume vm1"})
+	for i := 0; ; i++ {
+		if err := s.Command("/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/18081").Run(); err == nil || i > 100 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	r := keelCtl(t, s, "restart", "server")
+	wantCode(t, r, 1)
+	if !strings.Contains(r.stderr, "refusing to stop the server "+serverUnit+": disk 301 holds the last up copy of volume vm1; put the node in maintenance first") {
+		t.Errorf("unsafe stop not refused with mgmt's reason:\n%s", r.stderr)
+	}
+	wantActive(t, s, "active", serverUnit)
+
+	reply(ctl.StopVerdict{Reason: "in maintenance", Maintenance: true})
+	pid := s.Show(serverUnit, "MainPID")
+	wantCode(t, keelCtl(t, s, "restart", "server"), 0)
+	if s.Show(serverUnit, "MainPID") == pid {
+		t.Error("restart allowed in maintenance did not restart the server")
+	}
+
+	reply(ctl.StopVerdict{Safe: true})
+	wantCode(t, keelCtl(t, s, "stop", "server"), 0)
+	wantActive(t, s, "inactive", serverUnit)
 }
