@@ -46,7 +46,7 @@ type Response struct {
 // Limits advertised in the Block Limits VPD page.
 const (
 	maxTransferBlocks = 1 << 16 // 32 MiB at 512 bytes
-	maxUnmapBlocks    = 1 << 22
+	maxUnmapBlocks    = 1 << 20
 	maxUnmapDescs     = 256
 	maxCompareBlocks  = 255
 )
@@ -541,7 +541,10 @@ func (lu *LU) writeSame(c CDB, data []byte) error {
 	if !ndob {
 		block = data[:bs]
 	}
-	if ndob || isZero(block) {
+	// With UNMAP set a thin device deallocates whatever the data block
+	// holds (unmapped blocks read as zeroes, LBPRZ); otherwise a zero
+	// block is written as zeroes without moving data.
+	if ndob || (unmap && lu.be.Thin()) || isZero(block) {
 		if err := lu.be.WriteZeroes(off, length, unmap); err != nil {
 			return checkCondition(KeyMediumError, ascWriteError)
 		}
@@ -623,6 +626,9 @@ func (lu *LU) compareAndWrite(c CDB, data []byte) error {
 		return err
 	}
 	if c.Blocks == 0 {
+		if len(data) > 0 { // a 0-block CDB with data: NUMBER OF BLOCKS wrapped
+			return invalidCDB(13)
+		}
 		return nil
 	}
 	if lu.writeProtected() {

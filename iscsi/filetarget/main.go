@@ -34,6 +34,7 @@ func run() error {
 	iqn := flag.String("iqn", "iqn.2024-01.io.keel:filetarget", "target name")
 	bs := flag.Uint("block-size", 512, "logical block size (512 or 4096)")
 	prFile := flag.String("pr-file", "", "where persistent reservations are kept (default: FILE.pr)")
+	verbose := flag.Bool("v", false, "log logins and connection errors")
 	flag.Parse()
 	if *file == "" {
 		return fmt.Errorf("-file is required")
@@ -57,7 +58,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	srv := iscsi.NewServer(iscsi.Config{Targets: []*iscsi.Target{{Name: *iqn, LUs: map[uint64]*scsi.LU{0: lu}}}, Log: log})
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
