@@ -71,13 +71,13 @@ type Controller struct {
 
 // UnitStatus is what systemd says about one service's unit.
 type UnitStatus struct {
-	Load     string    `json:"load"`     // loaded, not-found, masked, error
-	Active   string    `json:"active"`   // active, inactive, failed, activating, ...
-	Sub      string    `json:"sub"`      // running, dead, exited, ...
-	Enabled  string    `json:"enabled"`  // enabled, disabled, static, masked, ...
-	MainPID  uint32    `json:"main_pid"` // 0 when not running
-	Since    time.Time `json:"since"`    // when it last became active; zero if never
-	UptimeS  int64     `json:"uptime_s"` // seconds active; 0 when not active
+	Load     string    `json:"load"`           // loaded, not-found, masked, error
+	Active   string    `json:"active"`         // active, inactive, failed, activating, ...
+	Sub      string    `json:"sub"`            // running, dead, exited, ...
+	Enabled  string    `json:"enabled"`        // enabled, disabled, static, masked, ...
+	MainPID  uint32    `json:"main_pid"`       // 0 when not running
+	Since    time.Time `json:"since,omitzero"` // when it last became active; zero if never
+	UptimeS  int64     `json:"uptime_s"`       // seconds active; 0 when not active
 	LastExit string    `json:"last_exit"`
 	Result   string    `json:"result"` // systemd's Result: success, exit-code, signal, timeout, ...
 }
@@ -201,7 +201,7 @@ func (c *Controller) apply(ctx context.Context, verb Verb, s Service) Outcome {
 	}
 	o.Status = st
 	if st.Load != "loaded" {
-		o.Error = notLoaded(s.Unit, st.Load)
+		o.Error = notLoaded(st.Load)
 		if verb == Stop || verb == Disable {
 			// A service that is not installed is as stopped and disabled
 			// as it gets; saying so is not a failure.
@@ -216,7 +216,7 @@ func (c *Controller) apply(ctx context.Context, verb Verb, s Service) Outcome {
 	case Status:
 		o.OK = st.Active == "active"
 		if !o.OK {
-			o.Error = fmt.Sprintf("%s is %s", s.Unit, stateText(st))
+			o.Error = "is " + stateText(st)
 		}
 		return o
 	case Start, Stop, Restart:
@@ -225,15 +225,15 @@ func (c *Controller) apply(ctx context.Context, verb Verb, s Service) Outcome {
 		has, _, err := c.Systemd.EnableUnitFilesContext(ctx, []string{s.Unit}, false, false)
 		switch {
 		case err != nil:
-			o.Error = fmt.Sprintf("enable %s: %v", s.Unit, err)
+			o.Error = fmt.Sprintf("enable: %v", err)
 		case !has:
-			o.Error = fmt.Sprintf("%s has no [Install] section, so it cannot be enabled", s.Unit)
+			o.Error = "has no [Install] section, so it cannot be enabled"
 		default:
 			o.OK = true // confirmed by checkEnabled after the reload
 		}
 	case Disable:
 		if _, err := c.Systemd.DisableUnitFilesContext(ctx, []string{s.Unit}, false); err != nil {
-			o.Error = fmt.Sprintf("disable %s: %v", s.Unit, err)
+			o.Error = fmt.Sprintf("disable: %v", err)
 		} else {
 			o.OK = true
 		}
@@ -259,7 +259,7 @@ func (c *Controller) checkEnabled(ctx context.Context, o *Outcome) {
 	}
 	if st.Enabled != want {
 		o.OK = false
-		o.Error = fmt.Sprintf("%s is %s after %s, not %s", o.Unit, st.Enabled, o.Verb, want)
+		o.Error = fmt.Sprintf("is %s after %s, not %s", st.Enabled, o.Verb, want)
 	}
 }
 
@@ -280,7 +280,7 @@ func (c *Controller) runJob(ctx context.Context, verb Verb, o *Outcome) {
 		_, err = c.Systemd.RestartUnitContext(ctx, o.Unit, "replace", ch)
 	}
 	if err != nil {
-		o.Error = fmt.Sprintf("%s %s: %v", verb, o.Unit, err)
+		o.Error = fmt.Sprintf("%s: %v", verb, err)
 		return
 	}
 	timer := time.NewTimer(c.Timeout)
@@ -289,9 +289,9 @@ func (c *Controller) runJob(ctx context.Context, verb Verb, o *Outcome) {
 	select {
 	case result = <-ch:
 	case <-timer.C:
-		o.Error = fmt.Sprintf("%s %s: the job did not finish within %s (systemd keeps working on it; see keel_ctl status)", verb, o.Unit, c.Timeout)
+		o.Error = fmt.Sprintf("%s: the job did not finish within %s (systemd keeps working on it; see keel_ctl status)", verb, c.Timeout)
 	case <-ctx.Done():
-		o.Error = fmt.Sprintf("%s %s: %v", verb, o.Unit, ctx.Err())
+		o.Error = fmt.Sprintf("%s: %v", verb, ctx.Err())
 		return
 	}
 	st, serr := c.status(ctx, o.Unit)
@@ -314,9 +314,9 @@ func (c *Controller) runJob(ctx context.Context, verb Verb, o *Outcome) {
 		c.Log.Debug("job done", "verb", verb, "unit", o.Unit, "state", stateText(st))
 		return
 	case result == "done":
-		o.Error = fmt.Sprintf("%s %s: the job finished but the unit is %s", verb, o.Unit, stateText(st))
+		o.Error = fmt.Sprintf("%s: the job finished but the unit is %s", verb, stateText(st))
 	default:
-		o.Error = fmt.Sprintf("%s %s: job %s; unit is %s", verb, o.Unit, result, stateText(st))
+		o.Error = fmt.Sprintf("%s: job %s; unit is %s", verb, result, stateText(st))
 	}
 	c.addJournal(ctx, o)
 }
@@ -393,14 +393,16 @@ func exitText(code, status int32, exitedAt uint64) string {
 	}
 }
 
-func notLoaded(unit, load string) string {
+// notLoaded explains a unit systemd could not load. Outcome errors do not
+// repeat the unit: it is printed (and in JSON given) beside them.
+func notLoaded(load string) string {
 	switch load {
 	case "not-found", "":
-		return fmt.Sprintf("%s: %v: no unit file in systemd's unit paths (install keel's units, or remove the role from node.roles)", unit, ErrNotInstalled)
+		return fmt.Sprintf("%v: no unit file in systemd's unit paths (install keel's units, or remove the role from node.roles)", ErrNotInstalled)
 	case "masked":
-		return fmt.Sprintf("%s is masked; unmask it before using it", unit)
+		return "is masked; unmask it before using it"
 	default:
-		return fmt.Sprintf("%s could not be loaded (load state %s); check the unit file", unit, load)
+		return fmt.Sprintf("could not be loaded (load state %s); check the unit file", load)
 	}
 }
 

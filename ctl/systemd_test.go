@@ -185,7 +185,7 @@ func TestCtlVerbs(t *testing.T) {
 		wantCode(t, r, 1)
 		wantActive(t, s, "active", all...)
 		wantActive(t, s, "failed", bridgeUnit)
-		if !strings.Contains(r.stderr, bridgeUnit+": start "+bridgeUnit+": job failed") {
+		if !strings.Contains(r.stderr, bridgeUnit+": start: job failed") {
 			t.Errorf("the failure is not named:\n%s", r.stderr)
 		}
 		if !strings.Contains(r.stderr, "last exit: exited 2") {
