@@ -19,6 +19,7 @@ type CLI struct {
 	Config       ConfigCmd       `cmd:"" help:"Show the effective configuration or check a file."`
 	State        StateCmd        `cmd:"" help:"Inspect the node's state database."`
 	InstallLinks InstallLinksCmd `cmd:"" name:"install-links" help:"Create the applet symlinks (keel_ctl, storpool_ctl, iface-genconf, ...) in a directory."`
+	Disk         DiskCmd         `cmd:"" help:"Initialise, list and manage the data disks."`
 }
 
 const cliDescription = `keel administers a keel block storage cluster and runs its applets.

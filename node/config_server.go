@@ -1,4 +1,10 @@
 package node
 
 // ServerConfig configures the storage server: its disks and the data protocol listener ([server]).
-type ServerConfig struct{}
+type ServerConfig struct {
+	Disks       []string `toml:"disks" help:"keel disks this node's server opens at start (block devices or files initialised with keel disk init); disks recorded by keel disk init are opened too"`
+	Listen      string   `toml:"listen" help:"TCP address (host:port) the data protocol listens on; empty: none"`
+	Socket      string   `toml:"socket" help:"unix socket of the data protocol for clients on this host; empty: none"`
+	Concurrency int      `toml:"concurrency" min:"1" max:"4096" help:"requests of one connection served at once"`
+	ObjectSize  int      `toml:"object_size" min:"1048576" max:"1073741824" help:"object size in bytes written into disks by keel disk init (a multiple of 1 MiB)"`
+}

@@ -1,0 +1,328 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"keel/mgmt/apiclient"
+	"keel/wire"
+)
+
+// Options configure a running storage server.
+type Options struct {
+	Disks       []string // paths of the disks to open
+	Listen      string   // TCP address, "" for none
+	Socket      string   // unix socket path, "" for none
+	Secret      []byte   // cluster secret: key of the wire handshake
+	NodeID      uint32
+	Name        string
+	ClusterID   string // when set, disks of another cluster are refused
+	Concurrency int
+	State       *sql.DB // node state: fencing tokens survive restarts; may be nil
+	Log         *slog.Logger
+	// Mgmt, when set, receives ServiceHeartbeat and DiskRegister calls
+	// every HeartbeatInterval.
+	Mgmt              *apiclient.Client
+	HeartbeatInterval time.Duration
+	Version           string
+	// Ready is called once every listener accepts connections.
+	Ready func(addrs []net.Addr)
+}
+
+// Server answers the wire protocol for the disks of one node.
+type Server struct {
+	log   *slog.Logger
+	disks map[uint32]*Store
+	paths map[uint32]string
+	db    *sql.DB
+
+	fenceMu sync.Mutex
+	fence   map[uint64]uint64 // volume -> newest fencing token seen
+}
+
+// NewServer serves already opened stores.
+func NewServer(log *slog.Logger, db *sql.DB, stores map[string]*Store) (*Server, error) {
+	s := &Server{log: log, disks: map[uint32]*Store{}, paths: map[uint32]string{}, db: db, fence: map[uint64]uint64{}}
+	for path, st := range stores {
+		id := st.Superblock().DiskID
+		if other, dup := s.paths[id]; dup {
+			return nil, fmt.Errorf("disks %s and %s both carry disk id %d; re-initialise one with another id", other, path, id)
+		}
+		s.disks[id], s.paths[id] = st, path
+	}
+	if db != nil {
+		rows, err := db.Query("SELECT volume, token FROM server_fencing")
+		if err != nil {
+			return nil, fmt.Errorf("load fencing tokens: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v, t int64
+			if err := rows.Scan(&v, &t); err != nil {
+				return nil, fmt.Errorf("load fencing tokens: %w", err)
+			}
+			s.fence[uint64(v)] = uint64(t)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("load fencing tokens: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Run opens the disks, serves until ctx ends, then flushes and closes
+// every disk.
+func Run(ctx context.Context, o Options) error {
+	stores := map[string]*Store{}
+	defer func() {
+		for path, st := range stores {
+			if err := st.Close(); err != nil {
+				o.Log.Error("closing disk", "path", path, "err", err)
+			}
+		}
+	}()
+	for _, p := range o.Disks {
+		dev, _, err := OpenDevice(p)
+		if err != nil {
+			return fmt.Errorf("open disk %s: %w", p, err)
+		}
+		st, err := Open(dev)
+		if err != nil {
+			dev.Close()
+			return fmt.Errorf("open disk %s: %w", p, err)
+		}
+		stores[p] = st
+		sb := st.Superblock()
+		if o.ClusterID != "" && sb.ClusterID != o.ClusterID {
+			return fmt.Errorf("open disk %s: disk %d belongs to cluster %s, this node to %s; re-initialise it with keel disk init --force", p, sb.DiskID, sb.ClusterID, o.ClusterID)
+		}
+		stat := st.Stats()
+		o.Log.Info("disk opened", "path", p, "disk", sb.DiskID, "objects", stat.Objects, "free_bytes", stat.AUsFree*AUSize)
+	}
+	srv, err := NewServer(o.Log, o.State, stores)
+	if err != nil {
+		return err
+	}
+	cfg := wire.ServerConfig{Secret: o.Secret, Self: wire.Peer{NodeID: o.NodeID, Role: "server", Name: o.Name},
+		Handler: srv, Log: o.Log, Concurrency: o.Concurrency}
+	var lns []net.Listener
+	if o.Listen != "" {
+		ln, err := net.Listen("tcp", o.Listen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", o.Listen, err)
+		}
+		lns = append(lns, ln)
+	}
+	if o.Socket != "" {
+		os.Remove(o.Socket) // a stale socket of an earlier run
+		ln, err := net.Listen("unix", o.Socket)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", o.Socket, err)
+		}
+		lns = append(lns, ln)
+	}
+	if len(lns) == 0 {
+		return errors.New("serve: neither server.listen nor server.socket is set")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(lns)+1)
+	var addrs []net.Addr
+	for _, ln := range lns {
+		addrs = append(addrs, ln.Addr())
+		o.Log.Info("serving the data protocol", "addr", ln.Addr().String())
+		go func() { errc <- wire.Serve(ctx, ln, cfg) }()
+	}
+	if o.Mgmt != nil {
+		go srv.register(ctx, o, addrs)
+	}
+	if o.Ready != nil {
+		o.Ready(addrs)
+	}
+	var first error
+	for range lns {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// ServeWire answers one request.
+func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Response) {
+	st := s.disks[req.Disk]
+	if st == nil {
+		resp.Status = wire.StatusNoDisk
+		resp.Data = fmt.Appendf(resp.Data, "disk %d is not served by this server", req.Disk)
+		return
+	}
+	id := ObjectID{Volume: req.Volume, Index: req.Index}
+	var err error
+	switch req.Op {
+	case wire.OpRead:
+		err = st.Read(id, req.Offset, resp.Grow(int(req.Length)))
+	case wire.OpWrite, wire.OpWriteZeroes, wire.OpTrim:
+		if err = s.checkFence(req.Volume, req.Token); err != nil {
+			break
+		}
+		if req.Op == wire.OpWrite {
+			if len(req.Data) != int(req.Length) {
+				err = fmt.Errorf("%w: write of %d bytes with length %d", ErrRange, len(req.Data), req.Length)
+				break
+			}
+			err = st.Write(id, req.Offset, req.Data, req.Version)
+		} else {
+			err = st.WriteZeroes(id, req.Offset, int(req.Length), req.Version)
+		}
+		if err == nil && req.Flags&wire.FlagFUA != 0 {
+			err = st.Flush()
+		}
+	case wire.OpFlush:
+		err = st.Flush()
+	case wire.OpCreate:
+		var parent *ObjectID
+		if req.Flags&wire.FlagParent != 0 {
+			parent = &ObjectID{Volume: req.ParentVolume, Index: req.ParentIndex}
+		}
+		err = st.CreateObject(id, parent)
+	case wire.OpDelete:
+		err = st.DeleteObject(id)
+	case wire.OpReadOwn:
+		n := int(req.Length) / BlockSize
+		buf := resp.Grow(n + int(req.Length))
+		resp.Version, err = st.ReadOwn(id, req.Offset, buf[n:], buf[:n])
+	case wire.OpVersions:
+		vs := st.Versions()
+		out := make([]wire.VersionEntry, len(vs))
+		for i, v := range vs {
+			out[i] = wire.VersionEntry{Volume: v.Object.Volume, Index: v.Object.Index, Version: v.Version}
+		}
+		resp.Data = wire.EncodeVersions(resp.Data[:0], out)
+	case wire.OpStat:
+		var b []byte
+		b, err = json.Marshal(st.Stats())
+		resp.Data = append(resp.Data[:0], b...)
+	default:
+		err = fmt.Errorf("%w: op %s", errBadRequest, req.Op)
+	}
+	if err != nil {
+		resp.Status = statusOf(err)
+		resp.Data = append(resp.Data[:0], err.Error()...)
+		if resp.Status == wire.StatusChecksum || resp.Status == wire.StatusDiskFailed {
+			s.log.Error("disk error", "disk", req.Disk, "object", id.String(), "op", req.Op.String(), "peer", peer.String(), "err", err)
+		}
+	}
+}
+
+var errBadRequest = errors.New("bad request")
+
+// ErrFenced means a write carried an older fencing token than the newest
+// this server has seen for the volume.
+var ErrFenced = errors.New("stale fencing token")
+
+func statusOf(err error) wire.Status {
+	switch {
+	case errors.Is(err, ErrChecksum):
+		return wire.StatusChecksum
+	case errors.Is(err, ErrNotFound):
+		return wire.StatusNotFound
+	case errors.Is(err, ErrExists):
+		return wire.StatusExists
+	case errors.Is(err, ErrNoSpace):
+		return wire.StatusNoSpace
+	case errors.Is(err, ErrRange):
+		return wire.StatusRange
+	case errors.Is(err, ErrFenced):
+		return wire.StatusFenced
+	case errors.Is(err, ErrFailed):
+		return wire.StatusDiskFailed
+	case errors.Is(err, errBadRequest):
+		return wire.StatusBadRequest
+	}
+	return wire.StatusInternal
+}
+
+// checkFence refuses a token older than the newest seen for the volume and
+// remembers a newer one (in the node state first, so a restart keeps it).
+func (s *Server) checkFence(volume, token uint64) error {
+	s.fenceMu.Lock()
+	defer s.fenceMu.Unlock()
+	cur := s.fence[volume]
+	if token < cur {
+		return fmt.Errorf("volume %d: %w %d, newest is %d: the attachment was taken over", volume, ErrFenced, token, cur)
+	}
+	if token == cur {
+		return nil
+	}
+	if s.db != nil {
+		if _, err := s.db.Exec("INSERT INTO server_fencing(volume, token) VALUES(?, ?) ON CONFLICT(volume) DO UPDATE SET token = excluded.token",
+			int64(volume), int64(token)); err != nil {
+			return fmt.Errorf("volume %d: record fencing token: %w", volume, err)
+		}
+	}
+	s.fence[volume] = token
+	return nil
+}
+
+// register heartbeats the server and registers its disks with mgmt until
+// ctx ends; failures are logged (once per change) and retried.
+func (s *Server) register(ctx context.Context, o Options, addrs []net.Addr) {
+	addr := ""
+	for _, a := range addrs {
+		if a.Network() == "tcp" {
+			addr = a.String()
+		}
+	}
+	start := time.Now().Unix()
+	interval := o.HeartbeatInterval
+	if interval <= 0 {
+		interval = 2 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var lastErr string
+	for {
+		err := s.registerOnce(ctx, o, addr, start)
+		if msg := fmt.Sprint(err); msg != lastErr {
+			if err != nil {
+				s.log.Warn("registering with mgmt failed; retrying", "err", err)
+			} else {
+				s.log.Info("registered with mgmt", "disks", len(s.disks))
+			}
+			lastErr = msg
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) registerOnce(ctx context.Context, o Options, addr string, start int64) error {
+	hb := map[string]any{"type": "server", "id": o.NodeID, "nodeId": o.NodeID, "version": o.Version,
+		"startTime": start, "addr": addr, "generation": 0}
+	if _, err := o.Mgmt.Post(ctx, "ServiceHeartbeat", hb, nil); err != nil {
+		return err
+	}
+	for id, st := range s.disks {
+		sb, stat := st.Superblock(), st.Stats()
+		objs := stat.AUsTotal / uint64(sb.ObjectSize/AUSize)
+		body := map[string]any{"id": id, "serverId": o.NodeID, "size": stat.CapacityBytes, "ssd": sb.SSD,
+			"device": s.paths[id], "objectsCount": objs, "objectsAllocated": stat.Objects,
+			"objectsFree": objs - min(objs, uint64(stat.Objects)), "freeBytes": stat.AUsFree * AUSize}
+		if _, err := o.Mgmt.Post(ctx, "DiskRegister", body, nil); err != nil {
+			return fmt.Errorf("disk %d: %w", id, err)
+		}
+	}
+	return nil
+}
