@@ -234,6 +234,12 @@ func CheckHost(h *Host, ifaces []Iface) error {
 			if ok && (l.Kind != "vlan" || l.VLAN != f.VLAN || l.Parent != f.Parent) {
 				return fmt.Errorf("%s: %w: %s exists as %s, not VLAN %d on %s", f.Source, ErrHost, f.Name, describe(l), f.VLAN, f.Parent)
 			}
+			for _, a := range l.Addrs {
+				if ok && a.Addr().Is4() && f.Address.IsValid() && !f.Address.Masked().Contains(a.Addr()) {
+					return fmt.Errorf("%s: %w: %s already carries %s, outside the network %s it would get; VLAN %d on %s is in use by another network",
+						f.Source, ErrHost, f.Name, a, f.Address.Masked(), f.VLAN, f.Parent)
+				}
+			}
 			for _, o := range h.Links {
 				if o.Kind == "vlan" && o.Parent == f.Parent && o.VLAN == f.VLAN && o.Name != f.Name {
 					return fmt.Errorf("%s: %w: VLAN %d on %s already exists as %s", f.Source, ErrHost, f.VLAN, f.Parent, o.Name)
