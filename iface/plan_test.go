@@ -21,11 +21,14 @@ func TestDetectStyle(t *testing.T) {
 		root := t.TempDir()
 		for _, f := range tc.files {
 			p := filepath.Join(root, f)
+			if f[len(f)-1] == '/' {
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				t.Fatal(err)
-			}
-			if f[len(f)-1] == '/' {
-				continue
 			}
 			if err := os.WriteFile(p, []byte("x\n"), 0o644); err != nil {
 				t.Fatal(err)
