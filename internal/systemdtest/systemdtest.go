@@ -1,8 +1,10 @@
 // Package systemdtest boots a real systemd for tests, as PID 1 of its own
-// PID, mount, network, UTS and IPC namespaces, with tmpfs over /tmp, /run,
-// /var/tmp (and /var/log/journal), the test's own unit directory over
-// /etc/systemd/system, and every packaged unit masked. Nothing it does is
-// visible to the machine's own systemd, and it never starts systemd in the
+// PID, mount, network, UTS, IPC and cgroup namespaces, with tmpfs over
+// /tmp, /run, /var/tmp (and /var/log/journal), the test's own unit
+// directory over /etc/systemd/system, every packaged unit masked, and a
+// cgroup of its own (created for it, removed after it) as the root of the
+// cgroups it manages. Nothing it does is visible to the machine's own
+// systemd or to another test system, and it never starts systemd in the
 // machine's namespaces.
 //
 // The test's directory is visible inside as /run/keeltest (Dir); the keel
@@ -63,6 +65,7 @@ type System struct {
 	unshare *exec.Cmd
 	exited  chan struct{}
 	log     *bytes.Buffer
+	cgroup  string // the system's cgroup (v2), removed after it ends
 }
 
 // neededUnits are the packaged units a test system may use: journald (when
@@ -109,12 +112,29 @@ func Boot(t *testing.T, o Options) *System {
 	must(t, os.WriteFile(filepath.Join(host, "keel"), nil, 0o755)) // mount point of the binary
 	must(t, os.Symlink("keel", filepath.Join(host, "keel_ctl")))
 
-	// The order matters: make every mount private before changing any, so
-	// nothing propagates to the machine; bind the test's directories while
-	// /tmp still shows them; then hide /tmp, /run and /var/tmp.
-	script := strings.Join([]string{
+	cg, err := newCgroup()
+	if err != nil {
+		t.Fatalf("systemdtest: %v", err)
+	}
+	s.cgroup = cg
+
+	// Stage 1, PID 1 of the new PID namespace: make every mount private
+	// before changing any, so nothing propagates to the machine; move into
+	// the test's own cgroup and make it the root of a new cgroup namespace,
+	// so that this systemd manages only cgroups below it (two test systems
+	// with a unit of the same name never touch each other's processes).
+	stage1 := strings.Join([]string{
 		"set -e",
 		"mount --make-rprivate /",
+		"echo $$ > " + shq(filepath.Join(cg, "cgroup.procs")),
+		"exec unshare --cgroup /bin/sh " + shq(filepath.Join(host, "boot2.sh")),
+	}, "\n") + "\n"
+	// Stage 2: a cgroup2 mount rooted at that cgroup; the test's
+	// directories bound while /tmp still shows them; then /tmp, /run and
+	// /var/tmp (and the journal directory) hidden under tmpfs.
+	stage2 := strings.Join([]string{
+		"set -e",
+		"mount -t cgroup2 cgroup2 /sys/fs/cgroup",
 		"mount --bind " + shq(s.UnitDir) + " /etc/systemd/system",
 		"mount -t tmpfs tmpfs /run",
 		"mkdir -p " + Dir,
@@ -126,7 +146,8 @@ func Boot(t *testing.T, o Options) *System {
 		"exec " + systemdBin + " --system --unit=" + Target,
 	}, "\n") + "\n"
 	scriptPath := filepath.Join(host, "boot.sh")
-	must(t, os.WriteFile(scriptPath, []byte(script), 0o755))
+	must(t, os.WriteFile(scriptPath, []byte(stage1), 0o755))
+	must(t, os.WriteFile(filepath.Join(host, "boot2.sh"), []byte(stage2), 0o755))
 
 	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "--mount", "--net", "--uts", "--ipc", "--mount-proc", "/bin/sh", scriptPath)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
@@ -222,14 +243,84 @@ func (s *System) shutdown() {
 	}
 	select {
 	case <-s.exited:
-		return
 	case <-time.After(10 * time.Second):
+		if s.PID > 0 {
+			syscall.Kill(s.PID, syscall.SIGKILL)
+		}
+		s.unshare.Process.Kill()
+		<-s.exited
 	}
-	if s.PID > 0 {
-		syscall.Kill(s.PID, syscall.SIGKILL)
+	if err := removeCgroup(s.cgroup); err != nil {
+		s.t.Errorf("systemdtest: %v", err)
 	}
-	s.unshare.Process.Kill()
-	<-s.exited
+}
+
+// newCgroup creates an empty cgroup for one test system below the test's
+// own cgroup in the cgroup2 hierarchy.
+func newCgroup() (string, error) {
+	mnt, err := cgroup2Mount()
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	own := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			own = p
+		}
+	}
+	return os.MkdirTemp(filepath.Join(mnt, own), "keeltest-")
+}
+
+// cgroup2Mount finds where the cgroup2 hierarchy is mounted: /sys/fs/cgroup
+// on a unified host, /sys/fs/cgroup/unified on a hybrid one.
+func cgroup2Mount() (string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
+		pre, post, ok := strings.Cut(l, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup2" && f[3] == "/" {
+			return f[4], nil
+		}
+	}
+	return "", errors.New("no cgroup2 hierarchy mounted; the test system needs one")
+}
+
+// removeCgroup removes a test system's cgroup and everything systemd left
+// below it, deepest first (a cgroup is removed with rmdir once empty).
+func removeCgroup(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	var dirs []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		// The kernel may take a moment to see the last process leave.
+		var err error
+		for try := 0; try < 50; try++ {
+			if err = os.Remove(dirs[i]); err == nil || errors.Is(err, os.ErrNotExist) {
+				err = nil
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			return fmt.Errorf("remove test cgroup: %w", err)
+		}
+	}
+	return nil
 }
 
 // maskPackaged links every packaged unit that could start something to
