@@ -319,9 +319,20 @@ func TestCtlPromoteClientToConverged(t *testing.T) {
 	wantCode(t, keelCtl(t, s, "start"), 0)
 	wantActive(t, s, "active", clientUnit)
 
+	// systemd has seen the server's unit missing before it is installed.
+	r := keelCtl(t, s, "status", "server")
+	wantCode(t, r, 1)
+	if !strings.Contains(r.stdout, "not-found") {
+		t.Errorf("status of the server before it is installed:\n%s", r.stdout)
+	}
 	s.WriteUnit(serverUnit, longRunning("keel server (test)"))
 	s.WriteFile("keel.toml", configText(`"client", "server"`, nothingListens))
-	r := keelCtl(t, s, "enable")
+	r = keelCtl(t, s, "status", "server")
+	wantCode(t, r, 1)
+	if !strings.Contains(r.stdout, "inactive/dead") {
+		t.Errorf("status of the server once installed:\n%s", r.stdout)
+	}
+	r = keelCtl(t, s, "enable")
 	wantCode(t, r, 0)
 	if !strings.Contains(r.stdout, serverUnit+": enabled") {
 		t.Errorf("enable did not report the new server:\n%s", r.stdout)
