@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,8 +139,12 @@ func (c *Client) writeLoop() {
 			c.shut(fmt.Errorf("%w: %v", ErrClosed, err))
 			return
 		}
-		// Flush only when no other request is queued: pipelined requests
+		// Flush only when no other request is queued, after letting the
+		// goroutines that are about to queue one do so: pipelined requests
 		// share system calls.
+		if len(c.out) == 0 {
+			runtime.Gosched()
+		}
 		if len(c.out) == 0 {
 			if err := bw.Flush(); err != nil {
 				c.shut(fmt.Errorf("%w: %v", ErrClosed, err))
@@ -276,6 +281,9 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 			if !failed {
 				buf = EncodeResponse(buf[:0], &ex.resp)
 				_, err := bw.Write(buf)
+				if err == nil && len(replies) == 0 {
+					runtime.Gosched() // as in Client.writeLoop
+				}
 				if err == nil && len(replies) == 0 {
 					err = bw.Flush()
 				}
