@@ -142,9 +142,9 @@ func (c *Controller) Run(ctx context.Context, verb Verb, svcs []Service) ([]Outc
 		out = append(out, o)
 	}
 	if verb == Enable || verb == Disable {
-		// Enabling changes symlinks only; a reload makes systemd load new
-		// unit files (e.g. a server unit installed when a client-only node
-		// became converged) before they are started.
+		// Enabling changes symlinks only; like systemctl, reload so that
+		// systemd re-reads them and any unit file changed on disk (e.g. a
+		// server unit installed when a client-only node became converged).
 		if err := c.Systemd.ReloadContext(ctx); err != nil {
 			return out, fmt.Errorf("reload systemd after %s: %w", verb, err)
 		}
