@@ -141,6 +141,9 @@ func Run(ctx context.Context, o Options) error {
 		o.Log.Info("serving the data protocol", "addr", ln.Addr().String())
 		go func() { errc <- wire.Serve(ctx, ln, cfg) }()
 	}
+	for id, st := range srv.disks {
+		go srv.watchFailure(ctx, o.Mgmt, id, st)
+	}
 	if o.Mgmt != nil {
 		go srv.register(ctx, o, addrs)
 	}
@@ -171,7 +174,11 @@ func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Respons
 	case wire.OpRead:
 		err = st.Read(id, req.Offset, resp.Grow(int(req.Length)))
 	case wire.OpWrite, wire.OpWriteZeroes, wire.OpTrim:
-		if err = s.checkFence(req.Volume, req.Token); err != nil {
+		fence := req.Fence
+		if fence == 0 {
+			fence = req.Volume
+		}
+		if err = s.checkFence(fence, req.Token); err != nil {
 			break
 		}
 		if req.Op == wire.OpWrite {
@@ -315,6 +322,11 @@ func (s *Server) registerOnce(ctx context.Context, o Options, addr string, start
 		return err
 	}
 	for id, st := range s.disks {
+		select {
+		case <-st.Failed():
+			continue // ejected: registering would mark it up again
+		default:
+		}
 		sb, stat := st.Superblock(), st.Stats()
 		objs := stat.AUsTotal / uint64(sb.ObjectSize/AUSize)
 		body := map[string]any{"id": id, "serverId": o.NodeID, "size": stat.CapacityBytes, "ssd": sb.SSD,
@@ -325,4 +337,29 @@ func (s *Server) registerOnce(ctx context.Context, o Options, addr string, start
 		}
 	}
 	return nil
+}
+
+// watchFailure ejects a disk whose store failed: the server stops serving
+// it (every request answers StatusDiskFailed) and asks mgmt to mark it
+// ejected, retrying until mgmt answers, so clients read the other replicas.
+func (s *Server) watchFailure(ctx context.Context, api *apiclient.Client, id uint32, st *Store) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-st.Failed():
+	}
+	s.log.Error("disk failed: ejecting it; replace or re-test the drive, then keel disk forget and re-init it", "disk", id, "path", s.paths[id])
+	for api != nil {
+		_, err := api.Post(ctx, fmt.Sprintf("DiskEject/%d", id), nil, nil)
+		if err == nil {
+			s.log.Info("mgmt marked the disk ejected", "disk", id)
+			return
+		}
+		s.log.Warn("asking mgmt to eject the disk failed; retrying", "disk", id, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
 }

@@ -106,6 +106,7 @@ type Store struct {
 
 	mu       sync.Mutex // everything below
 	failed   error
+	failedCh chan struct{} // closed when failed is set
 	aus      []auMeta
 	auCur    []int8 // slot (0/1) of the newest valid page on disk, -1 none
 	objCur   []int8
@@ -151,7 +152,7 @@ func Open(dev Device) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dev: dev, sb: sb, objects: map[ObjectID]*object{}, byInc: map[uint64]*object{},
+	s := &Store{dev: dev, sb: sb, objects: map[ObjectID]*object{}, byInc: map[uint64]*object{}, failedCh: make(chan struct{}),
 		dirtyAU: map[int32]struct{}{}, dirtyObj: map[int]struct{}{}, objAUs: int(sb.ObjectSize / AUSize)}
 	if err := s.load(); err != nil {
 		return nil, fmt.Errorf("open disk %d: %w", sb.DiskID, err)
@@ -399,10 +400,14 @@ func (s *Store) fail(err error) error {
 	s.mu.Lock()
 	if s.failed == nil {
 		s.failed = err
+		close(s.failedCh)
 	}
 	s.mu.Unlock()
 	return fmt.Errorf("disk %d: %w: %v", s.sb.DiskID, ErrFailed, err)
 }
+
+// Failed is closed when an I/O error has stopped the store.
+func (s *Store) Failed() <-chan struct{} { return s.failedCh }
 
 func (s *Store) lookup(id ObjectID) (*object, error) {
 	if s.failed != nil {

@@ -1,0 +1,73 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"keel/mgmt/apiclient"
+	"keel/wire"
+)
+
+// An I/O error stops the disk: requests answer StatusDiskFailed, the disk
+// is no longer registered, and mgmt is asked to eject it.
+func TestFailedDiskIsEjected(t *testing.T) {
+	dev := newCrashDevice(mustFormat(t, crashObjectSize, 0))
+	st, err := Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ObjectID{1, 0}
+	if err := st.CreateObject(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	calls := make(chan string, 4)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls <- r.Method + " " + r.URL.Path
+		w.Write([]byte(`{"generation":1,"data":{"ok":true}}`))
+	}))
+	defer api.Close()
+	srv, err := NewServer(slog.New(slog.DiscardHandler), nil, map[string]*Store{"mem": st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.watchFailure(ctx, apiclient.New(api.URL, "tok"), 1, st)
+
+	dev.mu.Lock()
+	dev.ops = 0 // the next write or sync fails
+	dev.mu.Unlock()
+	var resp wire.Response
+	srv.ServeWire(wire.Peer{}, &wire.Request{Op: wire.OpWrite, Disk: 1, Volume: 1, Length: BlockSize, Data: make([]byte, BlockSize), Flags: wire.FlagFUA}, &resp)
+	if resp.Status != wire.StatusDiskFailed {
+		t.Fatalf("write on a failing disk: status %d %s", resp.Status, resp.Data)
+	}
+	resp = wire.Response{}
+	srv.ServeWire(wire.Peer{}, &wire.Request{Op: wire.OpRead, Disk: 1, Volume: 1, Length: BlockSize}, &resp)
+	if resp.Status != wire.StatusDiskFailed {
+		t.Fatalf("read on a failed disk: status %d", resp.Status)
+	}
+	select {
+	case c := <-calls:
+		if c != "POST /ctrl/1.0/DiskEject/1" {
+			t.Fatalf("mgmt got %q, want POST DiskEject/1", c)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("mgmt was not asked to eject the disk")
+	}
+	if err := srv.registerOnce(ctx, Options{Mgmt: apiclient.New(api.URL, "tok"), NodeID: 3}, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-calls; c != "POST /ctrl/1.0/ServiceHeartbeat" {
+		t.Fatalf("heartbeat went to %q", c)
+	}
+	select {
+	case c := <-calls:
+		t.Fatalf("a failed disk was registered again: %s", c)
+	default:
+	}
+}
