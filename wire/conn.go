@@ -69,6 +69,17 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Closed reports whether the connection is gone (closed or failed), so a
+// pool can replace it before using it.
+func (c *Client) Closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (c *Client) shut(err error) {
 	c.mu.Lock()
 	if c.err != nil {

@@ -92,6 +92,11 @@ type Request struct {
 	Offset  uint64
 	Length  uint32
 	Token   uint64 // fencing token of the writer's attachment
+	// Fence is the scope of Token: the volume's stable id. Volume names
+	// an object namespace, which a snapshot changes; the fence must not
+	// change with it, or a fenced-out writer could still write into the
+	// namespace the snapshot froze. 0 means Volume.
+	Fence uint64
 	Version uint64 // object version the write brings, 0: one more
 	// Parent of OpCreate with FlagParent.
 	ParentVolume uint64
@@ -156,6 +161,7 @@ func EncodeRequest(b []byte, r *Request) []byte {
 	le.PutUint64(h[52:], r.Version)
 	le.PutUint64(h[60:], r.ParentVolume)
 	le.PutUint32(h[68:], r.ParentIndex)
+	le.PutUint64(h[72:], r.Fence)
 	b = append(b, h[:]...)
 	if payload > 0 {
 		b = append(b, r.Data...)
@@ -180,8 +186,8 @@ func decodeRequest(h []byte, rd io.Reader, r *Request) error {
 		Op: Op(h[4]), Flags: h[5], ID: le.Uint64(h[8:]), Disk: le.Uint32(h[16:]),
 		Volume: le.Uint64(h[20:]), Index: le.Uint32(h[28:]), Offset: le.Uint64(h[32:]),
 		Length: le.Uint32(h[40:]), Token: le.Uint64(h[44:]), Version: le.Uint64(h[52:]),
-		ParentVolume: le.Uint64(h[60:]), ParentIndex: le.Uint32(h[68:])}
-	if r.Op == 0 || r.Op > maxOp || h[6] != 0 || h[7] != 0 || le.Uint64(h[72:]) != 0 {
+		ParentVolume: le.Uint64(h[60:]), ParentIndex: le.Uint32(h[68:]), Fence: le.Uint64(h[72:])}
+	if r.Op == 0 || r.Op > maxOp || h[6] != 0 || h[7] != 0 {
 		return fmt.Errorf("%w: op %d", ErrFrame, h[4])
 	}
 	if r.Length > MaxIO {
