@@ -83,20 +83,20 @@ var (
 // Request is one request frame. Data is the WRITE payload; its buffer is
 // reused across requests.
 type Request struct {
-	Op      Op
-	Flags   uint8
-	ID      uint64
-	Disk    uint32
-	Volume  uint64
-	Index   uint32
-	Offset  uint64
-	Length  uint32
-	Token   uint64 // fencing token of the writer's attachment
+	Op     Op
+	Flags  uint8
+	ID     uint64
+	Disk   uint32
+	Volume uint64
+	Index  uint32
+	Offset uint64
+	Length uint32
+	Token  uint64 // fencing token of the writer's attachment
 	// Fence is the scope of Token: the volume's stable id. Volume names
 	// an object namespace, which a snapshot changes; the fence must not
 	// change with it, or a fenced-out writer could still write into the
 	// namespace the snapshot froze. 0 means Volume.
-	Fence uint64
+	Fence   uint64
 	Version uint64 // object version the write brings, 0: one more
 	// Parent of OpCreate with FlagParent.
 	ParentVolume uint64
