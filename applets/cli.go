@@ -20,6 +20,8 @@ type CLI struct {
 	State        StateCmd        `cmd:"" help:"Inspect the node's state database."`
 	InstallLinks InstallLinksCmd `cmd:"" name:"install-links" help:"Create the applet symlinks (keel_ctl, storpool_ctl, iface-genconf, ...) in a directory."`
 	Disk         DiskCmd         `cmd:"" help:"Initialise, list and manage the data disks."`
+	Multi        multiFlag       `name:"multi-cluster" short:"M" help:"Use the MultiCluster/ variant of API calls (objects of every sub-cluster)."`
+	Cluster      ClusterCmd      `cmd:"" help:"Create, join and inspect the cluster (mgmt Raft group)."`
 }
 
 const cliDescription = `keel administers a keel block storage cluster and runs its applets.

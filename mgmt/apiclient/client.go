@@ -134,6 +134,15 @@ func (c *Client) do(req *http.Request, call string, out any) (*Reply, error) {
 	}
 	if out != nil {
 		src := r.Data
+		// A write's data is {"ok":true,"generation":N,"info":...}: what
+		// the caller wants is the info.
+		var ok struct {
+			OK   bool            `json:"ok"`
+			Info json.RawMessage `json:"info"`
+		}
+		if r.OK && len(src) > 0 && src[0] == '{' && json.Unmarshal(src, &ok) == nil && ok.OK {
+			src = ok.Info
+		}
 		if len(src) == 0 || string(src) == "null" {
 			src = r.Info
 		}

@@ -1,0 +1,12 @@
+CREATE TABLE log (
+	idx      INTEGER PRIMARY KEY,
+	term     INTEGER NOT NULL,
+	type     INTEGER NOT NULL,
+	data     BLOB,
+	ext      BLOB,
+	appended INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE stable (
+	k BLOB PRIMARY KEY,
+	v BLOB NOT NULL
+);
