@@ -1,0 +1,388 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"keel/nbd"
+	"keel/wire"
+)
+
+// errNothingToZero: a zeroing request on an object that exists in no
+// layer; the range already reads as zeroes.
+var errNothingToZero = errors.New("nothing to zero")
+
+// Info describes the volume as an NBD export. Requests are 4 KiB aligned
+// (the servers checksum 4 KiB blocks) and at most one wire payload long.
+func (v *Volume) Info() nbd.Info {
+	return nbd.Info{
+		Size:           v.layout.Size,
+		MinBlock:       blockSize,
+		PreferredBlock: blockSize,
+		MaxBlock:       wire.MaxIO,
+		ReadOnly:       v.layout.ReadOnly,
+		MultiConn:      true, // one engine (and one dirty set) behind every connection
+		FastZero:       true, // zeroing is a metadata change on the servers
+		Description:    "keel volume " + v.layout.Name,
+	}
+}
+
+// parallel runs f for every extent concurrently and returns the first error.
+func parallel(exts []extent, f func(extent) error) error {
+	if len(exts) == 1 {
+		return f(exts[0])
+	}
+	errs := make([]error, len(exts))
+	var wg sync.WaitGroup
+	for i, e := range exts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(e)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// ReadAt reads p at off: each object from its placeTail replica first,
+// from the next up replica when one fails or returns a bad checksum.
+func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := v.checkLost(); err != nil {
+		return err
+	}
+	if err := v.limit.wait(ctx, len(p)); err != nil {
+		return err
+	}
+	return parallel(v.split(off, len(p)), func(e extent) error {
+		return v.readExtent(ctx, e, p[e.pos:e.pos+e.length])
+	})
+}
+
+func (v *Volume) readExtent(ctx context.Context, e extent, buf []byte) error {
+	reps, err := v.upReplicas(ctx, e.index)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range reps {
+		err := v.readReplica(ctx, r, e, buf)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		v.log.Warn("read failed on a replica, trying the next", "object", e.index, "disk", r.disk, "err", err)
+		errs = append(errs, fmt.Errorf("disk %d: %w", r.disk, err))
+	}
+	return fmt.Errorf("volume %s object %d: %w: %w", v.layout.Name, e.index, ErrNoReplica, errors.Join(errs...))
+}
+
+// readReplica reads the extent from one disk: from the volume's own
+// object, else through the layers of its ancestors; zeroes where none of
+// them has the object.
+func (v *Volume) readReplica(ctx context.Context, r replica, e extent, buf []byte) error {
+	for _, layer := range v.layout.Layers {
+		req := wire.Request{Op: wire.OpRead, Volume: layer, Index: e.index, Offset: e.offset, Length: uint32(len(buf))}
+		resp := wire.Response{Data: buf[:0:len(buf)]}
+		err := v.call(ctx, r, &req, &resp)
+		if statusOf(err) == wire.StatusNotFound {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if len(resp.Data) != len(buf) {
+			return fmt.Errorf("read returned %d bytes, want %d", len(resp.Data), len(buf))
+		}
+		if &resp.Data[0] != &buf[0] {
+			copy(buf, resp.Data)
+		}
+		return nil
+	}
+	clear(buf)
+	return nil
+}
+
+// WriteAt writes p at off to every up replica of each object.
+func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	if v.layout.ReadOnly {
+		return nbd.ErrReadOnly
+	}
+	if err := v.checkLost(); err != nil {
+		return err
+	}
+	if err := v.limit.wait(ctx, len(p)); err != nil {
+		return err
+	}
+	return parallel(v.split(off, len(p)), func(e extent) error {
+		return v.mutate(ctx, wire.OpWrite, e, p[e.pos:e.pos+e.length], fua)
+	})
+}
+
+// Trim and WriteZeroes both make the range read as zeroes (over a parent
+// too); the servers free what they can.
+func (v *Volume) Trim(ctx context.Context, off, length int64, fua bool) error {
+	return v.zero(ctx, wire.OpTrim, off, length, fua)
+}
+
+// WriteZeroes makes the range read as zeroes. It is always fast: the
+// servers change metadata only.
+func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroFlags) error {
+	return v.zero(ctx, wire.OpWriteZeroes, off, length, f.FUA)
+}
+
+func (v *Volume) zero(ctx context.Context, op wire.Op, off, length int64, fua bool) error {
+	if v.layout.ReadOnly {
+		return nbd.ErrReadOnly
+	}
+	if err := v.checkLost(); err != nil {
+		return err
+	}
+	if err := v.limit.wait(ctx, 0); err != nil {
+		return err
+	}
+	var exts []extent
+	for length > 0 {
+		n := min(length, wire.MaxIO)
+		exts = append(exts, v.split(off, int(n))...)
+		off += n
+		length -= n
+	}
+	return parallel(exts, func(e extent) error { return v.mutate(ctx, op, e, nil, fua) })
+}
+
+// mutate applies a write or zeroing to every up replica in parallel. It
+// succeeds when every replica acknowledged, or when each one that did not
+// answer was committed down by mgmt and at least one acknowledged.
+func (v *Volume) mutate(ctx context.Context, op wire.Op, e extent, data []byte, fua bool) error {
+	reps, err := v.upReplicas(ctx, e.index)
+	if err != nil {
+		return err
+	}
+	errs := make([]error, len(reps))
+	var wg sync.WaitGroup
+	for i, r := range reps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = v.mutateReplica(ctx, r, op, e, data, fua)
+		}()
+	}
+	wg.Wait()
+	acked := 0
+	var fail []error
+	for i, err := range errs {
+		r := reps[i]
+		switch {
+		case err == nil || errors.Is(err, errNothingToZero):
+			acked++
+			v.mu.Lock()
+			v.dirty[r.disk] = struct{}{}
+			v.mu.Unlock()
+		case statusOf(err) == wire.StatusFenced:
+			return v.fenced(err)
+		case transportFailure(err) && ctx.Err() == nil:
+			if derr := v.markDown(ctx, r.disk, err); derr != nil {
+				fail = append(fail, derr)
+			}
+		default:
+			fail = append(fail, fmt.Errorf("disk %d: %w", r.disk, err))
+		}
+	}
+	if len(fail) > 0 {
+		return fmt.Errorf("volume %s object %d: %s: %w", v.layout.Name, e.index, op, errors.Join(fail...))
+	}
+	if acked == 0 {
+		return fmt.Errorf("volume %s object %d: %s: %w", v.layout.Name, e.index, op, ErrNoReplica)
+	}
+	return nil
+}
+
+// markDown asks mgmt to commit a silent replica down. Only then may a write
+// be acknowledged without it.
+func (v *Volume) markDown(ctx context.Context, disk uint32, cause error) error {
+	if err := v.cluster.MarkDiskDown(ctx, disk, cause.Error()); err != nil {
+		return fmt.Errorf("disk %d did not answer (%v) and mgmt did not mark it down: %w", disk, cause, err)
+	}
+	v.mu.Lock()
+	v.down[disk] = true
+	v.mu.Unlock()
+	v.log.Warn("replica marked down; continuing without it", "disk", disk, "cause", cause)
+	return nil
+}
+
+func (v *Volume) mutateReplica(ctx context.Context, r replica, op wire.Op, e extent, data []byte, fua bool) error {
+	req := wire.Request{Op: op, Volume: v.layout.Layers[0], Index: e.index, Offset: e.offset,
+		Length: uint32(e.length), Token: v.layout.Token, Fence: v.layout.Fence, Data: data}
+	if fua {
+		req.Flags |= wire.FlagFUA
+	}
+	var resp wire.Response
+	err := v.call(ctx, r, &req, &resp)
+	if statusOf(err) != wire.StatusNotFound {
+		return err
+	}
+	// First write to this object since the volume (or its last snapshot)
+	// was created: create it over its nearest ancestor, then retry.
+	if err := v.create(ctx, r, e.index, op != wire.OpWrite); err != nil {
+		return err
+	}
+	resp = wire.Response{}
+	return v.call(ctx, r, &req, &resp)
+}
+
+// create makes object (Layers[0], index) on one disk, its parent the
+// nearest ancestor layer that has the object there. Without an ancestor a
+// zeroing request has nothing to do (errNothingToZero).
+func (v *Volume) create(ctx context.Context, r replica, index uint32, zeroing bool) error {
+	for _, parent := range v.layout.Layers[1:] {
+		req := wire.Request{Op: wire.OpCreate, Flags: wire.FlagParent, Volume: v.layout.Layers[0], Index: index,
+			ParentVolume: parent, ParentIndex: index}
+		var resp wire.Response
+		err := v.call(ctx, r, &req, &resp)
+		switch statusOf(err) {
+		case wire.StatusNotFound:
+			continue // not in this ancestor; look further up
+		case wire.StatusExists:
+			return nil // a concurrent request created it
+		}
+		return err
+	}
+	if zeroing {
+		return errNothingToZero
+	}
+	req := wire.Request{Op: wire.OpCreate, Volume: v.layout.Layers[0], Index: index}
+	var resp wire.Response
+	err := v.call(ctx, r, &req, &resp)
+	if statusOf(err) == wire.StatusExists {
+		return nil
+	}
+	return err
+}
+
+// Flush makes every write completed before it durable on every up replica
+// it reached: a FLUSH to each disk written since the last flush.
+func (v *Volume) Flush(ctx context.Context) error {
+	if err := v.checkLost(); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	disks := v.dirty
+	v.dirty = map[uint32]struct{}{}
+	v.mu.Unlock()
+	var mu sync.Mutex
+	var fail []error
+	var wg sync.WaitGroup
+	for d := range disks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := v.flushDisk(ctx, d)
+			if err != nil {
+				mu.Lock()
+				fail = append(fail, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(fail) > 0 {
+		// Keep the disks dirty so the next FLUSH tries them again.
+		v.mu.Lock()
+		for d := range disks {
+			v.dirty[d] = struct{}{}
+		}
+		v.mu.Unlock()
+		return fmt.Errorf("volume %s: flush: %w", v.layout.Name, errors.Join(fail...))
+	}
+	return nil
+}
+
+func (v *Volume) flushDisk(ctx context.Context, d uint32) error {
+	v.mu.Lock()
+	down := v.down[d]
+	v.mu.Unlock()
+	if down {
+		return nil
+	}
+	addr, up, err := v.cluster.DiskAddr(ctx, d)
+	if err != nil {
+		return err
+	}
+	if !up {
+		return nil // mgmt took it out; it is recovered before it serves again
+	}
+	req := wire.Request{Op: wire.OpFlush}
+	var resp wire.Response
+	err = v.call(ctx, replica{disk: d, addr: addr}, &req, &resp)
+	if err != nil && transportFailure(err) && ctx.Err() == nil {
+		return v.markDown(ctx, d, err)
+	}
+	if err != nil {
+		return fmt.Errorf("disk %d: %w", d, err)
+	}
+	return nil
+}
+
+// BlockStatus reports, object by object, whether any layer holds the
+// object: an object no layer has is a hole that reads as zeroes.
+func (v *Volume) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent, error) {
+	if err := v.checkLost(); err != nil {
+		return nil, err
+	}
+	const maxObjects = 64 // bound one reply; the client asks again for the rest
+	var out []nbd.Extent
+	for _, e := range v.split(off, int(min(length, maxObjects*v.layout.ObjectSize))) {
+		allocated, err := v.allocated(ctx, e.index)
+		if err != nil {
+			return nil, err
+		}
+		ext := nbd.Extent{Length: int64(e.length), Hole: !allocated, Zero: !allocated}
+		if n := len(out); n > 0 && out[n-1].Hole == ext.Hole {
+			out[n-1].Length += ext.Length
+			continue
+		}
+		out = append(out, ext)
+	}
+	return out, nil
+}
+
+// allocated reports whether object index exists in any layer, asking the
+// first up replica that answers.
+func (v *Volume) allocated(ctx context.Context, index uint32) (bool, error) {
+	reps, err := v.upReplicas(ctx, index)
+	if err != nil {
+		return false, err
+	}
+	var errs []error
+	for _, r := range reps {
+		found, err := v.exists(ctx, r, index)
+		if err == nil {
+			return found, nil
+		}
+		errs = append(errs, err)
+	}
+	return false, errors.Join(errs...)
+}
+
+func (v *Volume) exists(ctx context.Context, r replica, index uint32) (bool, error) {
+	for _, layer := range v.layout.Layers {
+		req := wire.Request{Op: wire.OpRead, Volume: layer, Index: index}
+		var resp wire.Response
+		err := v.call(ctx, r, &req, &resp)
+		switch {
+		case err == nil:
+			return true, nil
+		case statusOf(err) != wire.StatusNotFound:
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// Cache has nothing to prefetch: the engine keeps no cache.
+func (v *Volume) Cache(ctx context.Context, off, length int64) error { return nil }

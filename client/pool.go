@@ -1,0 +1,95 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"keel/wire"
+)
+
+// Pool holds the data-protocol connections of one client node: a few per
+// server address, dialled on first use and replaced when they fail. All the
+// volumes of the node share it.
+type Pool struct {
+	secret []byte
+	self   wire.Peer
+	conns  int
+
+	mu    sync.Mutex
+	peers map[string]*peerConns
+}
+
+type peerConns struct {
+	mu   sync.Mutex
+	c    []*wire.Client
+	next atomic.Uint32
+}
+
+// NewPool returns a pool dialling with the cluster secret as self, keeping
+// conns connections per server (at least 1).
+func NewPool(secret []byte, self wire.Peer, conns int) *Pool {
+	return &Pool{secret: secret, self: self, conns: max(conns, 1), peers: map[string]*peerConns{}}
+}
+
+// get returns a live connection to addr, dialling one if needed. A path
+// (containing '/') is a unix socket, anything else TCP.
+func (p *Pool) get(ctx context.Context, addr string) (*wire.Client, error) {
+	p.mu.Lock()
+	pc := p.peers[addr]
+	if pc == nil {
+		pc = &peerConns{c: make([]*wire.Client, p.conns)}
+		p.peers[addr] = pc
+	}
+	p.mu.Unlock()
+	i := int(pc.next.Add(1)) % len(pc.c)
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if c := pc.c[i]; c != nil && !c.Closed() {
+		return c, nil
+	}
+	network := "tcp"
+	if strings.Contains(addr, "/") {
+		network = "unix"
+	}
+	c, err := wire.Dial(ctx, network, addr, p.secret, p.self)
+	if err != nil {
+		return nil, err
+	}
+	pc.c[i] = c
+	return c, nil
+}
+
+// do sends one request to addr. A request that fails because its
+// connection broke is retried once on a fresh connection: the first
+// failure may be a connection the server closed while idle.
+func (p *Pool) do(ctx context.Context, addr string, req *wire.Request, resp *wire.Response) error {
+	for attempt := 0; ; attempt++ {
+		c, err := p.get(ctx, addr)
+		if err != nil {
+			return err
+		}
+		err = c.Do(ctx, req, resp)
+		if err == nil || attempt > 0 || !errors.Is(err, wire.ErrClosed) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// Close closes every connection.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pc := range p.peers {
+		pc.mu.Lock()
+		for _, c := range pc.c {
+			if c != nil {
+				c.Close()
+			}
+		}
+		pc.mu.Unlock()
+	}
+	p.peers = map[string]*peerConns{}
+}

@@ -1,0 +1,174 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"keel/nbd"
+	"keel/wire"
+)
+
+const blockSize = 4096
+
+// Volume is one attached volume served by the engine. It is safe for
+// concurrent use; it implements nbd.Backend.
+type Volume struct {
+	log     *slog.Logger
+	layout  Layout
+	cluster Cluster
+	pool    *Pool
+	timeout time.Duration
+	limit   *limiter
+
+	mu    sync.Mutex
+	down  map[uint32]bool     // disks committed down by mgmt while attached
+	dirty map[uint32]struct{} // disks written since the last flush
+	lost  error               // set once a server refused our fencing token
+}
+
+// Options of Open.
+type Options struct {
+	Log     *slog.Logger
+	Cluster Cluster
+	Pool    *Pool
+	// Timeout bounds one request to one replica; past it the replica is
+	// reported to mgmt as down. Default 10 s.
+	Timeout time.Duration
+}
+
+// Open returns the engine for one attachment of a volume.
+func Open(l Layout, o Options) (*Volume, error) {
+	if err := l.validate(); err != nil {
+		return nil, err
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	return &Volume{log: o.Log.With("volume", l.Name), layout: l, cluster: o.Cluster, pool: o.Pool,
+		timeout: o.Timeout, limit: newLimiter(l.IOPS, l.BW),
+		down: map[uint32]bool{}, dirty: map[uint32]struct{}{}}, nil
+}
+
+// Layout returns the layout the volume was opened with.
+func (v *Volume) Layout() Layout { return v.layout }
+
+// Lost returns the error that made the volume unusable (fenced), or nil.
+func (v *Volume) Lost() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.lost
+}
+
+// extent is the part of a request that falls in one object.
+type extent struct {
+	index  uint32
+	offset uint64 // inside the object
+	pos    int    // inside the request buffer
+	length int
+}
+
+// split cuts [off, off+n) at object boundaries.
+func (v *Volume) split(off int64, n int) []extent {
+	var out []extent
+	pos := 0
+	for n > 0 {
+		idx := off / v.layout.ObjectSize
+		in := off % v.layout.ObjectSize
+		l := int(min(int64(n), v.layout.ObjectSize-in))
+		out = append(out, extent{index: uint32(idx), offset: uint64(in), pos: pos, length: l})
+		off += int64(l)
+		pos += l
+		n -= l
+	}
+	return out
+}
+
+func (v *Volume) diskSet(index uint32) []uint32 {
+	return v.layout.DiskSets[int(index)%len(v.layout.DiskSets)]
+}
+
+// replica is one disk of a set with the address of its server.
+type replica struct {
+	disk uint32
+	addr string
+}
+
+// upReplicas returns the disks of object index's set that are up, tail
+// first (reads prefer it).
+func (v *Volume) upReplicas(ctx context.Context, index uint32) ([]replica, error) {
+	set := v.diskSet(index)
+	out := make([]replica, 0, len(set))
+	for i := len(set) - 1; i >= 0; i-- {
+		d := set[i]
+		v.mu.Lock()
+		down := v.down[d]
+		v.mu.Unlock()
+		if down {
+			continue
+		}
+		addr, up, err := v.cluster.DiskAddr(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		if up {
+			out = append(out, replica{disk: d, addr: addr})
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("volume %s object %d: %w: every disk of set %v is down", v.layout.Name, index, ErrNoReplica, set)
+	}
+	return out, nil
+}
+
+func (v *Volume) checkLost() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.lost != nil {
+		return fmt.Errorf("%w: %v", nbd.ErrVolumeLost, v.lost)
+	}
+	return nil
+}
+
+// fenced records that a server refused our token: from now on every
+// request fails, and the client applet closes the export.
+func (v *Volume) fenced(err error) error {
+	v.mu.Lock()
+	if v.lost == nil {
+		v.lost = err
+		v.log.Error("volume lost: another attachment took it over", "err", err)
+	}
+	v.mu.Unlock()
+	return fmt.Errorf("%w: %v", nbd.ErrVolumeLost, err)
+}
+
+func statusOf(err error) wire.Status {
+	var se *wire.StatusError
+	if errors.As(err, &se) {
+		return se.Status
+	}
+	return wire.StatusOK
+}
+
+// transportFailure reports whether err means the replica did not answer
+// (connection, timeout, failed disk), as opposed to a definite answer.
+func transportFailure(err error) bool {
+	switch statusOf(err) {
+	case wire.StatusOK:
+		return err != nil // no status: the request never got an answer
+	case wire.StatusDiskFailed, wire.StatusNoDisk:
+		return true
+	}
+	return false
+}
+
+// call sends one request to one replica within the replica timeout.
+func (v *Volume) call(ctx context.Context, r replica, req *wire.Request, resp *wire.Response) error {
+	ctx, cancel := context.WithTimeout(ctx, v.timeout)
+	defer cancel()
+	req.Disk = r.disk
+	return v.pool.do(ctx, r.addr, req, resp)
+}
