@@ -49,7 +49,7 @@ func InitDisk(path string, p FormatParams, force bool) (Superblock, error) {
 		}
 		return Superblock{}, fmt.Errorf("init %s: %w", path, err)
 	}
-	dev := fileDevice{f}
+	dev := &fileDevice{File: f}
 	defer dev.Close()
 	size, err := deviceSize(f)
 	if err != nil {

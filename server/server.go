@@ -26,6 +26,7 @@ type Options struct {
 	Name        string
 	ClusterID   string // when set, disks of another cluster are refused
 	Concurrency int
+	DirectIO    bool    // O_DIRECT for data I/O where the file system allows it
 	State       *sql.DB // node state: fencing tokens survive restarts; may be nil
 	Log         *slog.Logger
 	// Mgmt, when set, receives ServiceHeartbeat and DiskRegister calls
@@ -90,7 +91,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 	for _, p := range o.Disks {
-		dev, _, err := OpenDevice(p)
+		dev, _, err := OpenDevice(p, o.DirectIO)
 		if err != nil {
 			return fmt.Errorf("open disk %s: %w", p, err)
 		}

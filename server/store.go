@@ -154,6 +154,9 @@ func Open(dev Device) (*Store, error) {
 	}
 	s := &Store{dev: dev, sb: sb, objects: map[ObjectID]*object{}, byInc: map[uint64]*object{}, failedCh: make(chan struct{}),
 		dirtyAU: map[int32]struct{}{}, dirtyObj: map[int]struct{}{}, objAUs: int(sb.ObjectSize / AUSize)}
+	if d, ok := dev.(interface{ setDataOffset(int64) }); ok {
+		d.setDataOffset(int64(sb.DataOff))
+	}
 	if err := s.load(); err != nil {
 		return nil, fmt.Errorf("open disk %d: %w", sb.DiskID, err)
 	}

@@ -19,7 +19,7 @@ func mustNewFileStore(t testing.TB, aus int) (*Store, string) {
 	if err := os.Truncate(path, int64(size)); err != nil {
 		t.Fatal(err)
 	}
-	dev, got, err := OpenDevice(path)
+	dev, got, err := OpenDevice(path, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func reopen(t *testing.T, s *Store, path string) *Store {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	dev, _, err := OpenDevice(path)
+	dev, _, err := OpenDevice(path, true)
 	if err != nil {
 		t.Fatal(err)
 	}
