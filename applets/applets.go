@@ -21,6 +21,7 @@ func All() []registry.Applet {
 		{Name: Fallback, Aliases: []string{"keel"}, Summary: "admin CLI: cluster, volumes, config, state; `keel APPLET` runs any applet", Main: runCLI},
 		{Name: "mgmt", Summary: "management service: Raft member, StorPool-compatible JSON API, allocator", Main: runMgmt},
 		{Name: "ctl", Summary: "start, stop, restart, enable, disable and show this node's keel services (systemd)", Main: runCtl},
+		{Name: "server", Summary: "storage server: owns this node's data disks and serves the data protocol", Main: runServer},
 		{Name: "iface-genconf", Bare: true, Summary: "write OS network configuration (ifupdown, ifcfg, netplan) for the storage and iSCSI networks", Main: runIfaceGenconf},
 	}
 }

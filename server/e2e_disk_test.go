@@ -22,6 +22,7 @@ type node struct {
 	dir    string
 	env    []string
 	secret []byte
+	pid    int // of the last keel_server started
 }
 
 func newNode(t *testing.T) *node {
