@@ -55,9 +55,7 @@ func Allocate(cands []Candidate, rule PlacementRule, n int, seed int64) (Allocat
 		usedDisk := map[int]bool{}
 		usedServer := map[int]bool{}
 		usedFault := map[string]bool{}
-		// The tail is the most constrained pick in typical layouts (an SSD
-		// group), so it goes first; head next, then the middle replicas.
-		order := positions(rule.Replication)
+		order := rule.positions(len(cands))
 		for _, pos := range order {
 			group := rule.groupFor(pos)
 			pick := -1
@@ -106,12 +104,22 @@ func Allocate(cands []Candidate, rule PlacementRule, n int, seed int64) (Allocat
 	return out, nil
 }
 
-// positions orders the replica positions for picking: tail, head, middle.
-func positions(r int) []int {
-	out := []int{r - 1}
-	for p := 0; p < r-1; p++ {
+// positions orders the replica positions for picking: the position with
+// the fewest eligible disks first (a small placeHead or SSD tail group), so
+// that a wide group does not take the only server or fault set a narrow
+// one could use. Ties keep tail, head, middle order.
+func (r PlacementRule) positions(all int) []int {
+	out := []int{r.Replication - 1}
+	for p := 0; p < r.Replication-1; p++ {
 		out = append(out, p)
 	}
+	size := func(pos int) int {
+		if g := r.groupFor(pos); g != nil {
+			return len(g)
+		}
+		return all
+	}
+	sort.SliceStable(out, func(i, j int) bool { return size(out[i]) < size(out[j]) })
 	return out
 }
 
