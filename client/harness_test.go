@@ -71,7 +71,7 @@ func mustNewTestCluster(t *testing.T, disks int) *testCluster {
 
 func (c *testCluster) start(s *testServer) {
 	t := c.t
-	dev, _, err := server.OpenDevice(s.path)
+	dev, _, err := server.OpenDevice(s.path, false)
 	if err != nil {
 		t.Fatal(err)
 	}

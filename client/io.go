@@ -17,15 +17,16 @@ var errNothingToZero = errors.New("nothing to zero")
 // Info describes the volume as an NBD export. Requests are 4 KiB aligned
 // (the servers checksum 4 KiB blocks) and at most one wire payload long.
 func (v *Volume) Info() nbd.Info {
+	l := v.Layout()
 	return nbd.Info{
-		Size:           v.layout.Size,
+		Size:           l.Size,
 		MinBlock:       blockSize,
 		PreferredBlock: blockSize,
 		MaxBlock:       wire.MaxIO,
-		ReadOnly:       v.layout.ReadOnly,
+		ReadOnly:       l.ReadOnly,
 		MultiConn:      true, // one engine (and one dirty set) behind every connection
 		FastZero:       true, // zeroing is a metadata change on the servers
-		Description:    "keel volume " + v.layout.Name,
+		Description:    "keel volume " + l.Name,
 	}
 }
 
@@ -50,6 +51,8 @@ func parallel(exts []extent, f func(extent) error) error {
 // ReadAt reads p at off: each object from its placeTail replica first,
 // from the next up replica when one fails or returns a bad checksum.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
+	v.gate.RLock()
+	defer v.gate.RUnlock()
 	if err := v.checkLost(); err != nil {
 		return err
 	}
@@ -109,6 +112,8 @@ func (v *Volume) readReplica(ctx context.Context, r replica, e extent, buf []byt
 
 // WriteAt writes p at off to every up replica of each object.
 func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	v.gate.RLock()
+	defer v.gate.RUnlock()
 	if v.layout.ReadOnly {
 		return nbd.ErrReadOnly
 	}
@@ -136,6 +141,8 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroF
 }
 
 func (v *Volume) zero(ctx context.Context, op wire.Op, off, length int64, fua bool) error {
+	v.gate.RLock()
+	defer v.gate.RUnlock()
 	if v.layout.ReadOnly {
 		return nbd.ErrReadOnly
 	}
@@ -267,6 +274,13 @@ func (v *Volume) create(ctx context.Context, r replica, index uint32, zeroing bo
 // Flush makes every write completed before it durable on every up replica
 // it reached: a FLUSH to each disk written since the last flush.
 func (v *Volume) Flush(ctx context.Context) error {
+	v.gate.RLock()
+	defer v.gate.RUnlock()
+	return v.flushLocked(ctx)
+}
+
+// flushLocked is Flush for a caller holding the gate.
+func (v *Volume) flushLocked(ctx context.Context) error {
 	if err := v.checkLost(); err != nil {
 		return err
 	}
@@ -331,6 +345,8 @@ func (v *Volume) flushDisk(ctx context.Context, d uint32) error {
 // BlockStatus reports, object by object, whether any layer holds the
 // object: an object no layer has is a hole that reads as zeroes.
 func (v *Volume) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent, error) {
+	v.gate.RLock()
+	defer v.gate.RUnlock()
 	if err := v.checkLost(); err != nil {
 		return nil, err
 	}

@@ -24,6 +24,11 @@ type Volume struct {
 	timeout time.Duration
 	limit   *limiter
 
+	// gate is held shared by every request and exclusively by SetLayout,
+	// which therefore waits for the requests in flight (a snapshot drains
+	// them) and holds new ones until the switch is done.
+	gate sync.RWMutex
+
 	mu    sync.Mutex
 	down  map[uint32]bool     // disks committed down by mgmt while attached
 	dirty map[uint32]struct{} // disks written since the last flush
@@ -53,8 +58,31 @@ func Open(l Layout, o Options) (*Volume, error) {
 		down: map[uint32]bool{}, dirty: map[uint32]struct{}{}}, nil
 }
 
-// Layout returns the layout the volume was opened with.
-func (v *Volume) Layout() Layout { return v.layout }
+// Layout returns the volume's current layout.
+func (v *Volume) Layout() Layout {
+	v.gate.RLock()
+	defer v.gate.RUnlock()
+	return v.layout
+}
+
+// SetLayout switches the volume to a new layout (a snapshot gave it a new
+// own layer, or the attachment a new token) once the requests in flight
+// are done; requests arriving meanwhile wait and then use the new layout.
+// Writes completed before the switch are flushed first, so that the
+// frozen layer is durable as the snapshot.
+func (v *Volume) SetLayout(ctx context.Context, l Layout) error {
+	if err := l.validate(); err != nil {
+		return err
+	}
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	if err := v.flushLocked(ctx); err != nil {
+		return err
+	}
+	v.layout = l
+	v.limit = newLimiter(l.IOPS, l.BW)
+	return nil
+}
 
 // Lost returns the error that made the volume unusable (fenced), or nil.
 func (v *Volume) Lost() error {

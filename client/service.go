@@ -1,0 +1,309 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"keel/mgmt/apiclient"
+	"keel/nbd"
+	"keel/wire"
+)
+
+// ServiceOptions configure the block client of one node.
+type ServiceOptions struct {
+	ClientID uint32
+	Name     string
+	Version  string
+	API      *apiclient.Client
+	Secret   []byte
+	// RunDir holds the NBD sockets (RunDir/nbd/<globalId>.sock).
+	RunDir string
+	// DevDir holds the keel/<name> and keel-byid/<globalId> links.
+	DevDir string
+	// TCPListen, when set, also serves every export by volume name on this
+	// (loopback) address.
+	TCPListen string
+	Poll      time.Duration
+	Timeout   time.Duration
+	Conns     int
+	Log       *slog.Logger
+	// Ready is called once the listeners are up and the first sync with
+	// mgmt is done.
+	Ready func()
+}
+
+// Service serves every attachment of its node as an NBD export.
+type Service struct {
+	o    ServiceOptions
+	log  *slog.Logger
+	pool *Pool
+	tcp  *nbd.Server
+
+	mu    sync.Mutex
+	disks map[uint32]apiclient.DiskLocation
+	vols  map[string]*attachment // by globalId
+	gen   int64
+	start int64
+}
+
+type attachment struct {
+	vol    *Volume
+	srv    *nbd.Server
+	export *nbd.Export
+	tcpExp *nbd.Export
+	sock   string
+	links  []string
+	name   string
+	failed bool
+}
+
+// NewService prepares the client; Run serves.
+func NewService(o ServiceOptions) *Service {
+	if o.Poll <= 0 {
+		o.Poll = 250 * time.Millisecond
+	}
+	return &Service{o: o, log: o.Log, vols: map[string]*attachment{}, disks: map[uint32]apiclient.DiskLocation{},
+		pool:  NewPool(o.Secret, wire.Peer{NodeID: o.ClientID, Role: "client", Name: o.Name}, o.Conns),
+		start: time.Now().Unix()}
+}
+
+// DiskAddr implements Cluster from the last ClientVolumes reply.
+func (s *Service) DiskAddr(ctx context.Context, disk uint32) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.disks[disk]
+	if !ok {
+		return "", false, fmt.Errorf("disk %d: not in the cluster's disk list", disk)
+	}
+	return d.Addr, d.Up, nil
+}
+
+// MarkDiskDown implements Cluster: mgmt commits the disk down, then the
+// client stops using it.
+func (s *Service) MarkDiskDown(ctx context.Context, disk uint32, reason string) error {
+	s.mu.Lock()
+	gen := s.gen
+	s.mu.Unlock()
+	s.log.Warn("asking mgmt to mark a silent disk down", "disk", disk, "reason", reason)
+	if _, err := s.o.API.Post(ctx, "DiskMarkDown/"+strconv.FormatUint(uint64(disk), 10), map[string]any{"generation": gen}, nil); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	d := s.disks[disk]
+	d.Up = false
+	s.disks[disk] = d
+	s.mu.Unlock()
+	return nil
+}
+
+// Run serves until ctx ends, then closes every export.
+func (s *Service) Run(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Join(s.o.RunDir, "nbd"), 0o755); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if s.o.TCPListen != "" {
+		ln, err := net.Listen("tcp", s.o.TCPListen)
+		if err != nil {
+			return fmt.Errorf("client: nbd listener: %w", err)
+		}
+		s.tcp = nbd.NewServer(s.log)
+		go s.tcp.Serve(ln)
+		s.log.Info("serving NBD exports by volume name", "addr", ln.Addr().String())
+	}
+	defer s.shutdown()
+	ready := false
+	t := time.NewTicker(s.o.Poll)
+	defer t.Stop()
+	for {
+		if err := s.sync(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sync with mgmt failed; serving what is attached", "err", err)
+		} else if err == nil && !ready {
+			ready = true
+			if s.o.Ready != nil {
+				s.o.Ready()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// sync fetches this client's attachments, opens new ones, switches
+// changed layouts, closes removed ones, and reports the generation it now
+// serves in a heartbeat (attach --wait waits for it).
+func (s *Service) sync(ctx context.Context) error {
+	var cv apiclient.ClientVolumes
+	if _, err := s.o.API.Get(ctx, "ClientVolumes/"+strconv.FormatUint(uint64(s.o.ClientID), 10), nil, &cv); err != nil {
+		return err
+	}
+	disks := map[uint32]apiclient.DiskLocation{}
+	for k, d := range cv.Disks {
+		id, err := strconv.ParseUint(k, 10, 32)
+		if err != nil {
+			return fmt.Errorf("ClientVolumes: disk id %q: %w", k, err)
+		}
+		disks[uint32(id)] = d
+	}
+	s.mu.Lock()
+	s.disks = disks
+	s.mu.Unlock()
+	seen := map[string]bool{}
+	var errs []error
+	for _, vl := range cv.Volumes {
+		seen[vl.GlobalID] = true
+		if err := s.apply(ctx, vl); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for gid, a := range s.vols {
+		if !seen[gid] {
+			s.detach(ctx, gid, a)
+		} else if err := a.vol.Lost(); err != nil && !a.failed {
+			a.failed = true
+			a.export.Fail(fmt.Errorf("%w: %v", nbd.ErrVolumeLost, err))
+			if a.tcpExp != nil {
+				a.tcpExp.Fail(fmt.Errorf("%w: %v", nbd.ErrVolumeLost, err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...) // do not claim the generation
+	}
+	s.mu.Lock()
+	s.gen = cv.Generation
+	s.mu.Unlock()
+	return s.heartbeat(ctx, cv.Generation)
+}
+
+func (s *Service) heartbeat(ctx context.Context, gen int64) error {
+	var open []string
+	for gid, a := range s.vols {
+		if a.export.Conns() > 0 || (a.tcpExp != nil && a.tcpExp.Conns() > 0) {
+			open = append(open, gid)
+		}
+	}
+	slices.Sort(open)
+	_, err := s.o.API.Post(ctx, "ServiceHeartbeat", map[string]any{
+		"type": "client", "id": s.o.ClientID, "nodeId": s.o.ClientID, "version": s.o.Version,
+		"startTime": s.start, "generation": gen, "openVolumes": open}, nil)
+	return err
+}
+
+func layoutOf(vl apiclient.VolumeLayout) Layout {
+	name := vl.Name
+	if name == "" {
+		name = "~" + vl.GlobalID
+	}
+	return Layout{Name: name, Fence: vl.Fence, Layers: vl.Layers, Size: vl.Size, ObjectSize: vl.ObjectSize,
+		DiskSets: vl.DiskSets, Token: vl.Token, ReadOnly: vl.ReadOnly, IOPS: vl.IOPS, BW: vl.BW}
+}
+
+func (s *Service) apply(ctx context.Context, vl apiclient.VolumeLayout) error {
+	l := layoutOf(vl)
+	a := s.vols[vl.GlobalID]
+	if a == nil {
+		return s.attach(vl, l)
+	}
+	cur := a.vol.Layout()
+	if cur.Size != l.Size || cur.ReadOnly != l.ReadOnly {
+		// The export's size and mode are fixed for its clients: serve it
+		// anew (clients reconnect).
+		s.detach(ctx, vl.GlobalID, a)
+		return s.attach(vl, l)
+	}
+	if !slices.Equal(cur.Layers, l.Layers) || cur.Token != l.Token || cur.IOPS != l.IOPS || cur.BW != l.BW ||
+		!slices.EqualFunc(cur.DiskSets, l.DiskSets, slices.Equal) {
+		s.log.Info("switching volume layout", "volume", l.Name, "layers", l.Layers, "token", l.Token)
+		if err := a.vol.SetLayout(ctx, l); err != nil {
+			return fmt.Errorf("volume %s: switch layout: %w", l.Name, err)
+		}
+	}
+	return nil
+}
+
+func (s *Service) attach(vl apiclient.VolumeLayout, l Layout) error {
+	vol, err := Open(l, Options{Log: s.log, Cluster: s, Pool: s.pool, Timeout: s.o.Timeout})
+	if err != nil {
+		return err
+	}
+	srv := nbd.NewServer(s.log)
+	exp, err := srv.AddExport(l.Name, vol)
+	if err != nil {
+		return err
+	}
+	sock := filepath.Join(s.o.RunDir, "nbd", vl.GlobalID+".sock")
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("volume %s: listen %s: %w", l.Name, sock, err)
+	}
+	go srv.Serve(ln)
+	a := &attachment{vol: vol, srv: srv, export: exp, sock: sock, name: l.Name}
+	if s.tcp != nil {
+		if a.tcpExp, err = s.tcp.AddExport(l.Name, vol); err != nil {
+			s.log.Warn("volume not served over TCP", "volume", l.Name, "err", err)
+		}
+	}
+	if s.o.DevDir != "" {
+		if vl.Name != "" {
+			a.links = append(a.links, filepath.Join(s.o.DevDir, "keel", vl.Name))
+		}
+		a.links = append(a.links, filepath.Join(s.o.DevDir, "keel-byid", vl.GlobalID))
+		for _, link := range a.links {
+			os.MkdirAll(filepath.Dir(link), 0o755)
+			os.Remove(link)
+			if err := os.Symlink(sock, link); err != nil {
+				s.log.Warn("device link", "link", link, "err", err)
+			}
+		}
+	}
+	s.vols[vl.GlobalID] = a
+	s.log.Info("volume attached", "volume", l.Name, "globalId", vl.GlobalID, "socket", sock, "readOnly", l.ReadOnly, "token", l.Token)
+	return nil
+}
+
+// detach stops serving a volume mgmt no longer attaches here. mgmt refuses
+// to detach an export this client reports open unless forced, so the
+// connections still open here were forced off.
+func (s *Service) detach(ctx context.Context, gid string, a *attachment) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if a.tcpExp != nil {
+		s.tcp.RemoveExport(ctx, a.name, true)
+	}
+	a.srv.RemoveExport(ctx, a.name, true)
+	a.srv.Close(ctx)
+	if err := a.vol.Flush(ctx); err != nil {
+		s.log.Warn("flush on detach", "volume", a.name, "err", err)
+	}
+	for _, l := range a.links {
+		os.Remove(l)
+	}
+	os.Remove(a.sock)
+	delete(s.vols, gid)
+	s.log.Info("volume detached", "volume", a.name)
+}
+
+func (s *Service) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for gid, a := range s.vols {
+		s.detach(ctx, gid, a)
+	}
+	if s.tcp != nil {
+		s.tcp.Close(ctx)
+	}
+	s.pool.Close()
+}
