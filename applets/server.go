@@ -68,7 +68,8 @@ func (c *ServerApplet) Run(env *Env) error {
 		name, _ = os.Hostname()
 	}
 	opts := server.Options{Disks: unique, Listen: cfg.Server.Listen, Socket: cfg.Server.Socket, Secret: secret,
-		NodeID: uint32(cfg.Node.ID), Name: name, Concurrency: cfg.Server.Concurrency, DirectIO: cfg.Server.DirectIO, Log: env.Log,
+		NodeID: uint32(cfg.Node.ID), Name: name, Concurrency: cfg.Server.Concurrency, DirectIO: cfg.Server.DirectIO,
+		DiskTimeout: time.Duration(cfg.Server.DiskTimeout), Log: env.Log,
 		HeartbeatInterval: time.Duration(cfg.Mgmt.HeartbeatInterval), Version: node.Version,
 		Ready: func(addrs []net.Addr) {
 			node.NotifyReady(env.Log)

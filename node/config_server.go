@@ -7,5 +7,6 @@ type ServerConfig struct {
 	Socket      string   `toml:"socket" help:"unix socket of the data protocol for clients on this host; empty: none"`
 	Concurrency int      `toml:"concurrency" min:"1" max:"4096" help:"requests of one connection served at once"`
 	DirectIO    bool     `toml:"direct_io" help:"read and write object data with O_DIRECT (bypassing this host's page cache) where the file system allows it"`
+	DiskTimeout Duration `toml:"disk_timeout" min:"0s" max:"10m" help:"a disk I/O in flight for longer makes the server eject the disk; 0s: never"`
 	ObjectSize  int      `toml:"object_size" min:"1048576" max:"1073741824" help:"object size in bytes written into disks by keel disk init (a multiple of 1 MiB)"`
 }

@@ -319,7 +319,7 @@ func TestCrashConsistency(t *testing.T) {
 			if err := s2.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			s3, err := Open(newCrashDevice(s2.dev.(*crashDevice).durable))
+			s3, err := Open(newCrashDevice(s2.timed.Device.(*crashDevice).durable))
 			if err != nil {
 				t.Fatal(err)
 			}

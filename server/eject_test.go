@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -70,4 +71,53 @@ func TestFailedDiskIsEjected(t *testing.T) {
 		t.Fatalf("a failed disk was registered again: %s", c)
 	default:
 	}
+}
+
+// stuckDevice blocks reads until released, like a hung drive.
+type stuckDevice struct {
+	*crashDevice
+	stuck   chan struct{}
+	release chan struct{}
+}
+
+func (d *stuckDevice) ReadAt(b []byte, off int64) (int, error) {
+	select {
+	case <-d.stuck:
+		<-d.release
+	default:
+	}
+	return d.crashDevice.ReadAt(b, off)
+}
+
+// An I/O that does not complete within the timeout fails the store (and so
+// ejects the disk) while the I/O is still hanging.
+func TestHungDiskFailsAfterTimeout(t *testing.T) {
+	dev := &stuckDevice{crashDevice: newCrashDevice(mustFormat(t, crashObjectSize, 0)), stuck: make(chan struct{}), release: make(chan struct{})}
+	st, err := Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ObjectID{1, 0}
+	if err := st.CreateObject(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Write(id, 0, make([]byte, BlockSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go st.Watch(ctx, 200*time.Millisecond)
+	close(dev.stuck)
+	done := make(chan error, 1)
+	go func() { done <- st.Read(id, 0, make([]byte, BlockSize)) }()
+	select {
+	case <-st.Failed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a hung read did not fail the store")
+	}
+	if err := st.Write(id, BlockSize, make([]byte, BlockSize), 0); !errors.Is(err, ErrFailed) {
+		t.Fatalf("write after the timeout: %v, want ErrFailed", err)
+	}
+	close(dev.release)
+	<-done
 }

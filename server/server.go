@@ -26,8 +26,9 @@ type Options struct {
 	Name        string
 	ClusterID   string // when set, disks of another cluster are refused
 	Concurrency int
-	DirectIO    bool    // O_DIRECT for data I/O where the file system allows it
-	State       *sql.DB // node state: fencing tokens survive restarts; may be nil
+	DirectIO    bool          // O_DIRECT for data I/O where the file system allows it
+	DiskTimeout time.Duration // an I/O in flight longer fails (ejects) the disk; 0: never
+	State       *sql.DB       // node state: fencing tokens survive restarts; may be nil
 	Log         *slog.Logger
 	// Mgmt, when set, receives ServiceHeartbeat and DiskRegister calls
 	// every HeartbeatInterval.
@@ -144,6 +145,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	for id, st := range srv.disks {
 		go srv.watchFailure(ctx, o.Mgmt, id, st)
+		if o.DiskTimeout > 0 {
+			go st.Watch(ctx, o.DiskTimeout)
+		}
 	}
 	if o.Mgmt != nil {
 		go srv.register(ctx, o, addrs)

@@ -97,8 +97,9 @@ const stripes = 256
 
 // Store is one disk's object store. All methods are safe for concurrent use.
 type Store struct {
-	dev Device
-	sb  Superblock
+	dev   Device
+	timed *timedDevice // dev, seen by the watchdog
+	sb    Superblock
 
 	flushMu sync.Mutex   // serialises flushes
 	gate    sync.RWMutex // data ops hold R; flush encode, create and delete hold W
@@ -152,11 +153,10 @@ func Open(dev Device) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dev: dev, sb: sb, objects: map[ObjectID]*object{}, byInc: map[uint64]*object{}, failedCh: make(chan struct{}),
+	timed := newTimedDevice(dev)
+	s := &Store{dev: timed, timed: timed, sb: sb, objects: map[ObjectID]*object{}, byInc: map[uint64]*object{}, failedCh: make(chan struct{}),
 		dirtyAU: map[int32]struct{}{}, dirtyObj: map[int]struct{}{}, objAUs: int(sb.ObjectSize / AUSize)}
-	if d, ok := dev.(interface{ setDataOffset(int64) }); ok {
-		d.setDataOffset(int64(sb.DataOff))
-	}
+	timed.setDataOffset(int64(sb.DataOff))
 	if err := s.load(); err != nil {
 		return nil, fmt.Errorf("open disk %d: %w", sb.DiskID, err)
 	}
