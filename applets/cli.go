@@ -20,8 +20,19 @@ type CLI struct {
 	State        StateCmd        `cmd:"" help:"Inspect the node's state database."`
 	InstallLinks InstallLinksCmd `cmd:"" name:"install-links" help:"Create the applet symlinks (keel_ctl, storpool_ctl, iface-genconf, ...) in a directory."`
 	Disk         DiskCmd         `cmd:"" help:"Initialise, list and manage the data disks."`
-	Multi        multiFlag       `name:"multi-cluster" short:"M" help:"Use the MultiCluster/ variant of API calls (objects of every sub-cluster)."`
-	Cluster      ClusterCmd      `cmd:"" help:"Create, join and inspect the cluster (mgmt Raft group)."`
+
+	// The cluster commands talk to the management API (mgmt.api_url).
+	Multi    multiFlag         `name:"multi-cluster" short:"M" help:"Use the MultiCluster/ variant of API calls (objects of every sub-cluster)."`
+	Cluster  ClusterCmd        `cmd:"" help:"Create, join and inspect the cluster (mgmt Raft group)."`
+	Volume   VolumeCmd         `cmd:"" help:"Create, list, describe, update and delete volumes."`
+	Snapshot SnapshotCmd       `cmd:"" help:"Create, list, describe, delete and revert to snapshots."`
+	Template TemplateCmd       `cmd:"" help:"Manage volume templates (replication, placement, limits)."`
+	PG       PlacementGroupCmd `cmd:"" name:"placement-group" aliases:"pg" help:"Manage placement groups of disks."`
+	Attach   AttachCmd         `cmd:"" help:"Attach volumes and snapshots to clients."`
+	Detach   DetachCmd         `cmd:"" help:"Detach volumes and snapshots from clients."`
+	Service  ServiceCmd        `cmd:"" help:"List the cluster's services."`
+	Task     TaskCmd           `cmd:"" help:"List recovery and relocation tasks."`
+	KV       KVCmd             `cmd:"" name:"kv" help:"Get and set keys of the cluster's small KV store."`
 }
 
 const cliDescription = `keel administers a keel block storage cluster and runs its applets.

@@ -162,3 +162,14 @@ func (m multiFlag) AfterApply() error {
 	multiCluster = bool(m)
 	return nil
 }
+
+// jsonInto decodes a reply's info.
+func jsonInto(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode reply: %w", err)
+	}
+	return nil
+}
