@@ -1045,5 +1045,15 @@ func (s *Store) scrubAU(o *object, idx int, buf []byte) ([]BadBlock, uint64, err
 			bad = append(bad, BadBlock{Object: o.id, Block: idx*BlocksPerAU + b})
 		}
 	}
+	if len(bad) > 0 {
+		// A hidden parent freed by a flush meanwhile (flushes free them
+		// without the stripe) may have had its AU reused: not rot.
+		s.mu.Lock()
+		gone := s.byInc[o.inc] != o || o.aus[idx] != au
+		s.mu.Unlock()
+		if gone {
+			return nil, 0, nil
+		}
+	}
 	return bad, n, nil
 }
