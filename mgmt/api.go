@@ -136,9 +136,18 @@ func (s *Service) serveWrite(ctx context.Context, w http.ResponseWriter, call, a
 	case "MgmtJoin":
 		res, err = s.join(ctx, body)
 	default:
+		if call == "VolumesReassign" || call == "VolumesReassignWait" {
+			if err := s.checkDetachOpen(call, body); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
 		res, err = s.propose(ctx, Command{Op: call, Arg: arg, Body: body})
 		if err == nil && call == "VolumesReassignWait" {
 			err = s.waitClients(ctx, body, res.Generation)
+		}
+		if err == nil && call == "VolumeSnapshot" {
+			err = s.waitSnapshotSwitch(ctx, arg, res.Generation)
 		}
 	}
 	if res.Index != 0 {
@@ -198,7 +207,7 @@ func (s *Service) heartbeat(ctx context.Context, body []byte) (Result, error) {
 	}
 	key := fmt.Sprintf("%s/%d", hb.Type, hb.ID)
 	s.mu.Lock()
-	s.seen[key] = heartbeat{at: time.Now(), generation: hb.Generation}
+	s.seen[key] = heartbeat{at: time.Now(), generation: hb.Generation, open: hb.OpenVolumes}
 	s.mu.Unlock()
 	var nodeID int
 	var version, addr, status string

@@ -715,6 +715,18 @@ func (t *txn) snapshot(v *volRow, r *VolumeSnapshotDesc, transient bool) (*volRo
 	if err := t.insertVol(&s); err != nil {
 		return nil, err
 	}
+	// The snapshot keeps the objects written so far (the volume's layer);
+	// the volume continues in a fresh layer over it.
+	layer, err := layerOf(t.tx, v.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.setLayer(s.ID, layer); err != nil {
+		return nil, err
+	}
+	if err := t.freshLayer(v); err != nil {
+		return nil, err
+	}
 	v.ParentID = s.ID
 	if err := t.updateVol(v); err != nil {
 		return nil, err
@@ -963,6 +975,10 @@ func cmdVolumeRevert(t *txn) (any, error) {
 		return nil, apiErr(ErrNotAllowed, "snapshot %s is not a parent of volume %s", s.displayName(), v.displayName())
 	}
 	v.ParentID, v.Size = s.ID, s.Size
+	// Drop what the volume wrote since: it reads through the snapshot.
+	if err := t.freshLayer(v); err != nil {
+		return nil, err
+	}
 	return nil, t.updateVol(v)
 }
 

@@ -35,6 +35,7 @@ var reads = map[string]func(db *sql.DB, arg string) (any, error){
 	"KVList":                 readKVList,
 	"KVGet":                  readKVGet,
 	"NodeStopCheck":          readNodeStopCheck,
+	"ClientVolumes":          readClientVolumes,
 }
 
 const diskCols = `id, server_id, size, ssd, model, serial, device, description, state, generation_left, disk_generation,

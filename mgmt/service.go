@@ -63,6 +63,7 @@ type Service struct {
 type heartbeat struct {
 	at         time.Time
 	generation int64
+	open       []string // clients: volumes with open exports
 }
 
 // ReadSecret reads a hex cluster secret file.

@@ -310,6 +310,9 @@ type HeartbeatDesc struct {
 	StartTime  int64  `json:"startTime"`
 	Addr       string `json:"addr"`
 	Generation int64  `json:"generation"`
+	// OpenVolumes (clients): globalIds of the exports that have
+	// connections; detaching them needs force.
+	OpenVolumes []string `json:"openVolumes,omitempty"`
 }
 
 // KVPair is a KV store entry and the body of KVSet.
