@@ -888,20 +888,25 @@ func (s *Store) flushOnce() (bool, error) {
 	s.mu.Unlock()
 	s.gate.Unlock()
 
-	if err := s.dev.Sync(); err != nil {
-		return false, s.fail(err)
-	}
-	if len(writes) == 0 && len(pending) == 0 {
-		return false, nil
-	}
+	// AU pages (CRCs, block states) become durable together with the data
+	// they describe, and only then the object records, so that a version
+	// on disk never claims writes whose blocks are not there. A crash in
+	// between leaves records of an unacknowledged flush: old or new each.
 	sort.Slice(writes, func(i, j int) bool { return writes[i].off < writes[j].off })
-	for _, w := range writes {
-		if _, err := s.dev.WriteAt(w.b, w.off); err != nil {
+	for phase := 0; phase < 2; phase++ {
+		for _, w := range writes {
+			if (w.au >= 0) == (phase == 0) {
+				if _, err := s.dev.WriteAt(w.b, w.off); err != nil {
+					return false, s.fail(err)
+				}
+			}
+		}
+		if err := s.dev.Sync(); err != nil {
 			return false, s.fail(err)
 		}
-	}
-	if err := s.dev.Sync(); err != nil {
-		return false, s.fail(err)
+		if len(writes) == 0 && len(pending) == 0 {
+			return false, nil
+		}
 	}
 	s.mu.Lock()
 	for _, w := range writes {
