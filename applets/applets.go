@@ -18,6 +18,7 @@ const Fallback = "cli"
 // listed only once it really works.
 func All() []registry.Applet {
 	return []registry.Applet{
+		{Name: "client", Summary: "block client: serves the volumes attached to this node as NBD exports", Main: runClient},
 		{Name: Fallback, Aliases: []string{"keel"}, Summary: "admin CLI: cluster, volumes, config, state; `keel APPLET` runs any applet", Main: runCLI},
 		{Name: "mgmt", Summary: "management service: Raft member, StorPool-compatible JSON API, allocator", Main: runMgmt},
 		{Name: "ctl", Summary: "start, stop, restart, enable, disable and show this node's keel services (systemd)", Main: runCtl},

@@ -18,6 +18,7 @@ type CLI struct {
 	Version      VersionCmd      `cmd:"" help:"Print the version and commit of this binary."`
 	Config       ConfigCmd       `cmd:"" help:"Show the effective configuration or check a file."`
 	State        StateCmd        `cmd:"" help:"Inspect the node's state database."`
+	Demo         DemoCmd         `cmd:"" help:"Run a real local keel cluster (mgmt, three servers, a client) with an attached volume."`
 	InstallLinks InstallLinksCmd `cmd:"" name:"install-links" help:"Create the applet symlinks (keel_ctl, storpool_ctl, iface-genconf, ...) in a directory."`
 	Disk         DiskCmd         `cmd:"" help:"Initialise, list and manage the data disks."`
 

@@ -59,6 +59,8 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := v.limit.wait(ctx, len(p)); err != nil {
 		return err
 	}
+	v.stats.ReadOps.Add(1)
+	v.stats.ReadBytes.Add(int64(len(p)))
 	return parallel(v.split(off, len(p)), func(e extent) error {
 		return v.readExtent(ctx, e, p[e.pos:e.pos+e.length])
 	})
@@ -123,6 +125,8 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	if err := v.limit.wait(ctx, len(p)); err != nil {
 		return err
 	}
+	v.stats.WriteOps.Add(1)
+	v.stats.WriteBytes.Add(int64(len(p)))
 	return parallel(v.split(off, len(p)), func(e extent) error {
 		return v.mutate(ctx, wire.OpWrite, e, p[e.pos:e.pos+e.length], fua)
 	})

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -184,7 +185,29 @@ func (s *Service) sync(ctx context.Context) error {
 	s.mu.Lock()
 	s.gen = cv.Generation
 	s.mu.Unlock()
+	s.writeStats()
 	return s.heartbeat(ctx, cv.Generation)
+}
+
+// StatsFile is where the client writes its counters (in its run
+// directory), for keel demo and monitoring.
+const StatsFile = "client-stats.json"
+
+// ClientStats is the content of StatsFile.
+type ClientStats struct {
+	Time    int64                    `json:"time"`
+	Volumes map[string]StatsSnapshot `json:"volumes"` // by globalId
+}
+
+func (s *Service) writeStats() {
+	st := ClientStats{Time: time.Now().UnixMilli(), Volumes: map[string]StatsSnapshot{}}
+	for gid, a := range s.vols {
+		st.Volumes[gid] = a.vol.Stats()
+	}
+	b, _ := json.Marshal(st)
+	if err := os.WriteFile(filepath.Join(s.o.RunDir, StatsFile+".tmp"), b, 0o644); err == nil {
+		os.Rename(filepath.Join(s.o.RunDir, StatsFile+".tmp"), filepath.Join(s.o.RunDir, StatsFile))
+	}
 }
 
 func (s *Service) heartbeat(ctx context.Context, gen int64) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"keel/nbd"
@@ -28,6 +29,8 @@ type Volume struct {
 	// which therefore waits for the requests in flight (a snapshot drains
 	// them) and holds new ones until the switch is done.
 	gate sync.RWMutex
+
+	stats Stats
 
 	mu    sync.Mutex
 	down  map[uint32]bool     // disks committed down by mgmt while attached
@@ -82,6 +85,28 @@ func (v *Volume) SetLayout(ctx context.Context, l Layout) error {
 	v.layout = l
 	v.limit = newLimiter(l.IOPS, l.BW)
 	return nil
+}
+
+// Stats counts the requests a volume served since it was opened.
+type Stats struct {
+	ReadOps    atomic.Int64 `json:"-"`
+	WriteOps   atomic.Int64 `json:"-"`
+	ReadBytes  atomic.Int64 `json:"-"`
+	WriteBytes atomic.Int64 `json:"-"`
+}
+
+// StatsSnapshot is Stats at one moment, for reports.
+type StatsSnapshot struct {
+	ReadOps    int64 `json:"readOps"`
+	WriteOps   int64 `json:"writeOps"`
+	ReadBytes  int64 `json:"readBytes"`
+	WriteBytes int64 `json:"writeBytes"`
+}
+
+// Stats returns the volume's counters.
+func (v *Volume) Stats() StatsSnapshot {
+	return StatsSnapshot{ReadOps: v.stats.ReadOps.Load(), WriteOps: v.stats.WriteOps.Load(),
+		ReadBytes: v.stats.ReadBytes.Load(), WriteBytes: v.stats.WriteBytes.Load()}
 }
 
 // Lost returns the error that made the volume unusable (fenced), or nil.

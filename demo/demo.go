@@ -1,0 +1,513 @@
+// Package demo runs a real local keel cluster on this machine: one mgmt,
+// three storage servers with two file-backed disks each, one block client,
+// a replication-3 template and a volume attached to the client. Every
+// process is the keel binary started under its applet's name, listening on
+// loopback only. A second run reuses the data; Fresh starts over.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"keel/mgmt/apiclient"
+)
+
+// Options of Run.
+type Options struct {
+	Dir        string
+	Fresh      bool
+	Binary     string // the keel binary; default: this process's executable
+	VolumeSize int64
+	Servers    int
+	// Out receives progress and the final instructions; Status, when set,
+	// is called every second with a one-line status until ctx ends.
+	Out    io.Writer
+	Status func(line string)
+	Log    *slog.Logger
+}
+
+const (
+	demoVolume   = "demo"
+	demoTemplate = "demo-r3"
+	diskSize     = 8 << 30 // sparse files: only written blocks take space
+	clientNode   = 1
+)
+
+// ports are chosen once, on the first run, and kept in ports.json so that
+// configs, URLs and demo.env stay valid across runs.
+type ports struct {
+	API     int   `json:"api"`
+	Raft    int   `json:"raft"`
+	NBD     int   `json:"nbd"`
+	Servers []int `json:"servers"`
+}
+
+// Cluster is a running demo.
+type Cluster struct {
+	o     Options
+	ports ports
+	procs []*proc
+	api   *apiclient.Client
+	env   map[string]string
+	last  statusSample // previous Status sample, for rates
+}
+
+type proc struct {
+	role string
+	node int
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan error
+}
+
+func (o *Options) nodeDir(n int) string  { return filepath.Join(o.Dir, fmt.Sprintf("node%d", n)) }
+func (o *Options) configOf(n int) string { return filepath.Join(o.nodeDir(n), "keel.toml") }
+func (o *Options) tokenFile() string     { return filepath.Join(o.Dir, "api-token") }
+func (o *Options) secretFile() string    { return filepath.Join(o.Dir, "cluster-secret") }
+func (o *Options) diskPath(n, d int) string {
+	return filepath.Join(o.nodeDir(n), "disks", fmt.Sprintf("disk%d", d))
+}
+
+// diskID numbers disks per node: node n has disks n*10+1 and n*10+2.
+func diskID(n, d int) int { return n*10 + d }
+
+// Start brings the demo cluster up (creating it on the first run) and
+// returns once the volume's NBD export is ready.
+func Start(ctx context.Context, o Options) (*Cluster, error) {
+	if o.Servers == 0 {
+		o.Servers = 3
+	}
+	if o.VolumeSize == 0 {
+		o.VolumeSize = 10 << 30
+	}
+	if o.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		o.Binary = exe
+	}
+	abs, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	o.Dir = abs
+	if o.Fresh {
+		o.step("removing %s (--fresh)", o.Dir)
+		if err := os.RemoveAll(o.Dir); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+	}
+	c := &Cluster{o: o}
+	if err := c.prepare(); err != nil {
+		return nil, err
+	}
+	if err := c.bringUp(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (o *Options) step(format string, args ...any) {
+	fmt.Fprintf(o.Out, "==> "+format+"\n", args...)
+}
+
+// prepare writes the directory layout, ports and node configs (first run).
+func (c *Cluster) prepare() error {
+	o := c.o
+	pf := filepath.Join(o.Dir, "ports.json")
+	if b, err := os.ReadFile(pf); err == nil {
+		if err := json.Unmarshal(b, &c.ports); err != nil {
+			return fmt.Errorf("demo: %s: %w; remove the directory or use --fresh", pf, err)
+		}
+		return nil
+	}
+	o.step("creating the demo cluster in %s", o.Dir)
+	free, err := freePorts(3 + o.Servers)
+	if err != nil {
+		return err
+	}
+	c.ports = ports{API: free[0], Raft: free[1], NBD: free[2], Servers: free[3:]}
+	for n := 1; n <= o.Servers; n++ {
+		if err := os.MkdirAll(filepath.Join(o.nodeDir(n), "disks"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.configOf(n), []byte(c.nodeConfig(n)), 0o644); err != nil {
+			return err
+		}
+	}
+	b, _ := json.MarshalIndent(c.ports, "", "  ")
+	return os.WriteFile(pf, b, 0o644)
+}
+
+func (c *Cluster) nodeConfig(n int) string {
+	o := c.o
+	roles := `["server"]`
+	if n == clientNode {
+		roles = `["mgmt", "server", "client"]`
+	}
+	return fmt.Sprintf(`# keel demo node %[1]d (written by keel demo)
+[node]
+id = %[1]d
+name = "demo-n%[1]d"
+roles = %[2]s
+run_dir = %[3]q
+
+[mgmt]
+api_url = "http://127.0.0.1:%[4]d"
+token_file = %[5]q
+cluster_secret_file = %[6]q
+listen = "127.0.0.1:%[4]d"
+raft_addr = "127.0.0.1:%[7]d"
+heartbeat_interval = "1s"
+service_timeout = "5s"
+
+[server]
+disks = [%[8]q, %[9]q]
+listen = "127.0.0.1:%[10]d"
+socket = ""
+direct_io = false
+
+[client]
+dev_dir = %[11]q
+nbd_listen = "127.0.0.1:%[12]d"
+`, n, roles, filepath.Join(o.nodeDir(n), "run"), c.ports.API, o.tokenFile(), o.secretFile(), c.ports.Raft,
+		o.diskPath(n, 1), o.diskPath(n, 2), c.ports.Servers[n-1], filepath.Join(o.Dir, "dev"), c.ports.NBD)
+}
+
+func freePorts(n int) ([]int, error) {
+	var out []int
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("demo: pick a port: %w", err)
+		}
+		lns = append(lns, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}
+
+// keel runs a short keel command for node n and returns its output.
+func (c *Cluster) keel(ctx context.Context, n int, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.o.Binary, append([]string{"--config", c.o.configOf(n), "--state-dir", filepath.Join(c.o.nodeDir(n), "state")}, args...)...)
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("keel %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// cleanEnv drops KEEL_* variables so the node configs alone decide.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KEEL_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// start runs applet role for node n in the background, its output in
+// node n's log directory.
+func (c *Cluster) start(role string, n int) (*proc, error) {
+	logDir := filepath.Join(c.o.nodeDir(n), "log")
+	os.MkdirAll(logDir, 0o755)
+	f, err := os.OpenFile(filepath.Join(logDir, role+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := &exec.Cmd{Path: c.o.Binary, Args: []string{"keel_" + role, "--config", c.o.configOf(n),
+		"--state-dir", filepath.Join(c.o.nodeDir(n), "state")}, Env: cleanEnv(), Stdout: f, Stderr: f}
+	// Own process group: a Ctrl-C at the terminal reaches the demo, which
+	// then stops the services in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start keel_%s of node %d: %w", role, n, err)
+	}
+	p := &proc{role: role, node: n, cmd: cmd, log: f, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	c.procs = append(c.procs, p)
+	return p, nil
+}
+
+// waitFor polls cond until it returns true, the process dies or the time
+// is up; the error names what was awaited and points at the log.
+func (c *Cluster) waitFor(ctx context.Context, what string, p *proc, limit time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return nil
+		}
+		last = err
+		if p != nil {
+			select {
+			case err := <-p.done:
+				p.done <- err
+				return fmt.Errorf("demo: keel_%s of node %d exited (%v) while waiting for %s; see %s", p.role, p.node, err, what, p.log.Name())
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: timed out waiting for %s (last error: %v)", what, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) bringUp(ctx context.Context) error {
+	o := c.o
+	if _, err := os.Stat(o.tokenFile()); errors.Is(err, os.ErrNotExist) {
+		o.step("initialising the cluster (keel cluster init)")
+		if _, err := c.keel(ctx, clientNode, "cluster", "init", "--name", "demo", "--location", "local", "--sub-cluster", "a"); err != nil {
+			return err
+		}
+	}
+	o.step("starting keel_mgmt on 127.0.0.1:%d", c.ports.API)
+	mp, err := c.start("mgmt", clientNode)
+	if err != nil {
+		return err
+	}
+	tok, err := apiclient.ReadToken(o.tokenFile())
+	if err != nil {
+		return err
+	}
+	c.api = apiclient.New(fmt.Sprintf("http://127.0.0.1:%d", c.ports.API), tok)
+	var status struct {
+		ClusterID string `json:"clusterId"`
+		Leader    string `json:"leader"`
+	}
+	if err := c.waitFor(ctx, "the management API", mp, 60*time.Second, func() (bool, error) {
+		_, err := c.api.Get(ctx, "ClusterStatus", nil, &status)
+		return err == nil && status.ClusterID != "" && status.Leader != "", err
+	}); err != nil {
+		return err
+	}
+	for n := 1; n <= o.Servers; n++ {
+		for d := 1; d <= 2; d++ {
+			p := o.diskPath(n, d)
+			if _, err := os.Stat(p); err == nil {
+				continue
+			}
+			f, err := os.Create(p)
+			if err != nil {
+				return err
+			}
+			f.Truncate(diskSize)
+			f.Close()
+			if _, err := c.keel(ctx, n, "disk", "init", p, "--id", strconv.Itoa(diskID(n, d)), "--cluster-id", status.ClusterID); err != nil {
+				return err
+			}
+		}
+	}
+	o.step("starting %d keel_server processes with 2 file-backed disks each", o.Servers)
+	var sp *proc
+	for n := 1; n <= o.Servers; n++ {
+		if sp, err = c.start("server", n); err != nil {
+			return err
+		}
+	}
+	want := 2 * o.Servers
+	if err := c.waitFor(ctx, fmt.Sprintf("%d disks up", want), sp, 60*time.Second, func() (bool, error) {
+		up, err := c.disksUp(ctx)
+		return up >= want, err
+	}); err != nil {
+		return err
+	}
+	if err := c.ensureVolume(ctx); err != nil {
+		return err
+	}
+	o.step("starting keel_client (node %d) and attaching volume %s", clientNode, demoVolume)
+	cp, err := c.start("client", clientNode)
+	if err != nil {
+		return err
+	}
+	if err := c.waitFor(ctx, "the client", cp, 30*time.Second, func() (bool, error) {
+		_, err := c.api.Post(ctx, "VolumesReassignWait", map[string]any{
+			"reassign": []map[string]any{{"volume": demoVolume, "rw": []int{clientNode}}}, "attachTimeout": 10}, nil)
+		return err == nil, err
+	}); err != nil {
+		return err
+	}
+	return c.writeEnv()
+}
+
+func (c *Cluster) disksUp(ctx context.Context) (int, error) {
+	var disks map[string]struct {
+		GenerationLeft int    `json:"generationLeft"`
+		ServerID       int    `json:"serverId"`
+		State          string `json:"state"`
+	}
+	if _, err := c.api.Get(ctx, "DisksList", nil, &disks); err != nil {
+		return 0, err
+	}
+	up := 0
+	for _, d := range disks {
+		if d.GenerationLeft == -1 || d.State == "up" {
+			up++
+		}
+	}
+	return up, nil
+}
+
+func (c *Cluster) ensureVolume(ctx context.Context) error {
+	var tmpls []struct {
+		Name string `json:"name"`
+	}
+	if _, err := c.api.Get(ctx, "VolumeTemplatesList", nil, &tmpls); err != nil {
+		return err
+	}
+	have := false
+	for _, t := range tmpls {
+		have = have || t.Name == demoTemplate
+	}
+	if !have {
+		c.o.step("creating template %s (replication 3) and volume %s (%d GiB)", demoTemplate, demoVolume, c.o.VolumeSize>>30)
+		if _, err := c.api.Post(ctx, "VolumeTemplateCreate", map[string]any{"name": demoTemplate, "replication": 3}, nil); err != nil {
+			return err
+		}
+	}
+	if _, err := c.api.Get(ctx, "Volume/"+demoVolume, nil, nil); err == nil {
+		c.o.step("reusing volume %s", demoVolume)
+		return nil
+	}
+	_, err := c.api.Post(ctx, "VolumeCreate", map[string]any{"name": demoVolume, "size": c.o.VolumeSize, "template": demoTemplate}, nil)
+	return err
+}
+
+// Env is what demo.env holds.
+func (c *Cluster) Env() map[string]string { return c.env }
+
+func (c *Cluster) pids(role string) string {
+	var out []string
+	for _, p := range c.procs {
+		if p.role == role {
+			out = append(out, strconv.Itoa(p.cmd.Process.Pid))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func (c *Cluster) writeEnv() error {
+	var vol []struct {
+		GlobalID string `json:"globalId"`
+	}
+	if _, err := c.api.Get(ctx0(), "Volume/"+demoVolume, nil, &vol); err != nil || len(vol) == 0 {
+		return fmt.Errorf("demo: read volume %s: %v", demoVolume, err)
+	}
+	gid := vol[0].GlobalID
+	sock := filepath.Join(c.o.nodeDir(clientNode), "run", "nbd", gid+".sock")
+	c.env = map[string]string{
+		"KEEL_DEMO_DIR":        c.o.Dir,
+		"KEEL_API_URL":         fmt.Sprintf("http://127.0.0.1:%d", c.ports.API),
+		"KEEL_API_TOKEN_FILE":  c.o.tokenFile(),
+		"KEEL_NBD_URI":         fmt.Sprintf("nbd://127.0.0.1:%d/%s", c.ports.NBD, demoVolume),
+		"KEEL_NBD_SOCKET":      sock,
+		"KEEL_NBD_UNIX_URI":    "nbd+unix:///?socket=" + sock,
+		"KEEL_VOLUME":          demoVolume,
+		"KEEL_VOLUME_GLOBALID": gid,
+		"KEEL_TEMPLATE":        demoTemplate,
+		"KEEL_CLIENT_ID":       strconv.Itoa(clientNode),
+		"KEEL_CONFIG":          c.o.configOf(clientNode),
+		"KEEL_MGMT_PIDS":       c.pids("mgmt"),
+		"KEEL_SERVER_PIDS":     c.pids("server"),
+		"KEEL_CLIENT_PIDS":     c.pids("client"),
+	}
+	var b strings.Builder
+	b.WriteString("# keel demo: source this file in a shell (written by keel demo)\n")
+	for _, k := range envOrder {
+		fmt.Fprintf(&b, "%s=%q\n", k, c.env[k])
+	}
+	return os.WriteFile(filepath.Join(c.o.Dir, "demo.env"), []byte(b.String()), 0o644)
+}
+
+var envOrder = []string{"KEEL_DEMO_DIR", "KEEL_API_URL", "KEEL_API_TOKEN_FILE", "KEEL_NBD_URI", "KEEL_NBD_SOCKET",
+	"KEEL_NBD_UNIX_URI", "KEEL_VOLUME", "KEEL_VOLUME_GLOBALID", "KEEL_TEMPLATE", "KEEL_CLIENT_ID", "KEEL_CONFIG",
+	"KEEL_MGMT_PIDS", "KEEL_SERVER_PIDS", "KEEL_CLIENT_PIDS"}
+
+func ctx0() context.Context { return context.Background() }
+
+// Instructions are the ready-to-paste commands printed once the demo runs.
+func (c *Cluster) Instructions() string {
+	e := c.env
+	return fmt.Sprintf(`
+keel demo is running: 1 mgmt, %d servers (2 disks each), 1 client.
+  API            %s   (token in %s)
+  volume         %s (%d GiB, replication 3, template %s), globalId %s
+  NBD            %s
+                 %s
+  variables      source %s
+
+Try:
+  qemu-img info %s
+  nbdinfo %s
+  nbdcopy --progress /dev/urandom %s   # (sizes must match; see docs/DEMO.md)
+  fio --name=randrw --ioengine=nbd --uri=%s --rw=randrw --bs=4k --iodepth=32 --runtime=20 --time_based --direct=1
+  KEEL_CONFIG=%s keel cluster status
+
+Logs: %s/node*/log/. Ctrl-C (or SIGTERM) stops everything; a second run reuses the data, --fresh starts over.
+`, c.o.Servers, e["KEEL_API_URL"], e["KEEL_API_TOKEN_FILE"], demoVolume, c.o.VolumeSize>>30, demoTemplate, e["KEEL_VOLUME_GLOBALID"],
+		e["KEEL_NBD_URI"], e["KEEL_NBD_UNIX_URI"], filepath.Join(c.o.Dir, "demo.env"),
+		e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_CONFIG"], c.o.Dir)
+}
+
+// Stop stops the client, the servers, then mgmt, each with SIGTERM (SIGKILL
+// after 20 s), and returns the first unclean exit.
+func (c *Cluster) Stop() error {
+	var first error
+	for _, role := range []string{"client", "server", "mgmt"} {
+		for _, p := range c.procs {
+			if p.role != role {
+				continue
+			}
+			p.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, p := range c.procs {
+			if p.role != role {
+				continue
+			}
+			select {
+			case err := <-p.done:
+				p.done <- err
+				if err != nil && first == nil {
+					first = fmt.Errorf("keel_%s of node %d: %w (see %s)", p.role, p.node, err, p.log.Name())
+				}
+			case <-time.After(20 * time.Second):
+				p.cmd.Process.Kill()
+				if first == nil {
+					first = fmt.Errorf("keel_%s of node %d did not stop on SIGTERM; killed", p.role, p.node)
+				}
+			}
+			p.log.Close()
+		}
+	}
+	return first
+}
