@@ -158,13 +158,14 @@ func cmdDiskRegister(t *txn) (any, error) {
 		if server != r.ServerID && state == "up" {
 			return nil, apiErr(ErrInUse, "disk %d is up on server %d; stop it there before registering it on server %d", r.ID, server, r.ServerID)
 		}
-		if state != "ejected" {
-			if state != "up" {
-				if _, err := t.tx.Exec(`UPDATE disks SET disk_generation = disk_generation + 1 WHERE id = ?`, r.ID); err != nil {
-					return nil, err
-				}
+		if state != "ejected" && state != "up" {
+			if _, err := t.tx.Exec(`UPDATE disks SET disk_generation = disk_generation + 1 WHERE id = ?`, r.ID); err != nil {
+				return nil, err
 			}
-			state = "up"
+			// A disk that was down may have missed acknowledged writes:
+			// it must not serve reads (or count as a replica) until
+			// recovery has brought its objects up to date.
+			state = "recovering"
 		}
 		_, err = t.tx.Exec(`UPDATE disks SET server_id=?, size=?, ssd=?, model=?, serial=?, device=?, state=?,
 			generation_left = CASE WHEN ? = 'up' THEN -1 ELSE generation_left END,
