@@ -69,7 +69,8 @@ func (c *ServerApplet) Run(env *Env) error {
 	}
 	opts := server.Options{Disks: unique, Listen: cfg.Server.Listen, Socket: cfg.Server.Socket, Secret: secret,
 		NodeID: uint32(cfg.Node.ID), Name: name, Concurrency: cfg.Server.Concurrency, DirectIO: cfg.Server.DirectIO,
-		DiskTimeout: time.Duration(cfg.Server.DiskTimeout), Log: env.Log,
+		DiskTimeout:   time.Duration(cfg.Server.DiskTimeout),
+		FlushInterval: time.Duration(cfg.Server.FlushEvery), Log: env.Log,
 		HeartbeatInterval: time.Duration(cfg.Mgmt.HeartbeatInterval), Version: node.Version,
 		Ready: func(addrs []net.Addr) {
 			node.NotifyReady(env.Log)

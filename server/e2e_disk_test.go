@@ -22,7 +22,8 @@ type node struct {
 	dir    string
 	env    []string
 	secret []byte
-	pid    int // of the last keel_server started
+	pid    int    // of the last keel_server started
+	kill   func() // SIGKILLs it
 }
 
 func newNode(t *testing.T) *node {

@@ -28,8 +28,11 @@ type Options struct {
 	Concurrency int
 	DirectIO    bool          // O_DIRECT for data I/O where the file system allows it
 	DiskTimeout time.Duration // an I/O in flight longer fails (ejects) the disk; 0: never
-	State       *sql.DB       // node state: fencing tokens survive restarts; may be nil
-	Log         *slog.Logger
+	// FlushInterval bounds what a crash of the server process loses; 0:
+	// only clients' FLUSH and FUA flush.
+	FlushInterval time.Duration
+	State         *sql.DB // node state: fencing tokens survive restarts; may be nil
+	Log           *slog.Logger
 	// Mgmt, when set, receives ServiceHeartbeat and DiskRegister calls
 	// every HeartbeatInterval.
 	Mgmt              *apiclient.Client
@@ -147,6 +150,9 @@ func Run(ctx context.Context, o Options) error {
 		go srv.watchFailure(ctx, o.Mgmt, id, st)
 		if o.DiskTimeout > 0 {
 			go st.Watch(ctx, o.DiskTimeout)
+		}
+		if o.FlushInterval > 0 {
+			go st.FlushEvery(ctx, o.FlushInterval, func(err error) { o.Log.Error("background flush failed", "disk", id, "err", err) })
 		}
 	}
 	if o.Mgmt != nil {
