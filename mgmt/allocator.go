@@ -50,12 +50,15 @@ func Allocate(cands []Candidate, rule PlacementRule, n int, seed int64) (Allocat
 		byID[cands[i].ID] = &cands[i]
 	}
 	var out Allocation
+	order := rule.positions(len(cands))
+	usedDisk := map[int]bool{}
+	usedServer := map[int]bool{}
+	usedFault := map[string]bool{}
 	for s := 0; s < n; s++ {
 		set := make([]int, rule.Replication)
-		usedDisk := map[int]bool{}
-		usedServer := map[int]bool{}
-		usedFault := map[string]bool{}
-		order := rule.positions(len(cands))
+		clear(usedDisk)
+		clear(usedServer)
+		clear(usedFault)
 		for _, pos := range order {
 			group := rule.groupFor(pos)
 			pick := -1

@@ -105,6 +105,13 @@ func (s *Service) authorized(r *http.Request) bool {
 }
 
 func (s *Service) serveRead(w http.ResponseWriter, call, arg string) {
+	index := s.store.AppliedIndex()
+	if cachedCalls[call] {
+		if body, ok := s.lists.get(call, index); ok {
+			writeRaw(w, body)
+			return
+		}
+	}
 	var data any
 	var err error
 	switch call {
@@ -123,7 +130,18 @@ func (s *Service) serveRead(w http.ResponseWriter, call, arg string) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"generation": s.store.Generation(), "data": data})
+	reply := map[string]any{"generation": s.store.Generation(), "data": data}
+	if cachedCalls[call] {
+		body, err := json.Marshal(reply)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		s.lists.put(call, index, body)
+		writeRaw(w, body)
+		return
+	}
+	writeJSON(w, http.StatusOK, reply)
 }
 
 // serveWrite runs a write call on the leader.

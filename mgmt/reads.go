@@ -331,7 +331,7 @@ func (v *volRow) summary(parentName, tplName, onVolume string) VolumeSummary {
 func listVols(db *sql.DB, snapshots bool, where string, args ...any) ([]VolumeSummary, error) {
 	q := `SELECT ` + prefixCols(volColsNoSets, "v") + `,
 		COALESCE(CASE WHEN p.name = '' THEN '~' || p.global_id ELSE p.name END, ''), COALESCE(t.name, ''),
-		COALESCE((SELECT CASE WHEN c.name = '' THEN '~' || c.global_id ELSE c.name END FROM volumes c WHERE c.parent_id = v.id LIMIT 1), '')
+		CASE WHEN v.snapshot THEN COALESCE((SELECT CASE WHEN c.name = '' THEN '~' || c.global_id ELSE c.name END FROM volumes c WHERE c.parent_id = v.id LIMIT 1), '') ELSE '' END
 		FROM volumes v LEFT JOIN volumes p ON p.id = v.parent_id LEFT JOIN templates t ON t.id = v.template_id
 		WHERE v.snapshot = ?` + where + ` ORDER BY v.id`
 	rows, err := db.Query(q, append([]any{snapshots}, args...)...)
@@ -339,7 +339,9 @@ func listVols(db *sql.DB, snapshots bool, where string, args ...any) ([]VolumeSu
 		return nil, err
 	}
 	defer rows.Close()
-	out := []VolumeSummary{}
+	var count int
+	db.QueryRow(`SELECT COUNT(*) FROM volumes WHERE snapshot = ?`, snapshots).Scan(&count)
+	out := make([]VolumeSummary, 0, count)
 	for rows.Next() {
 		var parent, tpl, onVol string
 		v, err := scanVol(rows, &parent, &tpl, &onVol)

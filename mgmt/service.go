@@ -55,6 +55,8 @@ type Service struct {
 	http  *http.Server
 	fwd   *http.Client
 
+	lists listCache // encoded big listings by applied index
+
 	mu          sync.Mutex
 	seen        map[string]heartbeat // services' last heartbeats (leader only)
 	leaderSince time.Time

@@ -51,11 +51,15 @@ func (st *scanTarget) targets() []any {
 }
 
 func (st *scanTarget) finish() (*volRow, error) {
-	if err := json.Unmarshal([]byte(st.tags), &st.v.Tags); err != nil {
-		return nil, err
+	if st.tags != "{}" {
+		if err := json.Unmarshal([]byte(st.tags), &st.v.Tags); err != nil {
+			return nil, err
+		}
 	}
-	if err := json.Unmarshal([]byte(st.sets), &st.v.Sets); err != nil {
-		return nil, err
+	if st.sets != "[]" {
+		if err := json.Unmarshal([]byte(st.sets), &st.v.Sets); err != nil {
+			return nil, err
+		}
 	}
 	return &st.v, nil
 }
@@ -108,7 +112,8 @@ func lookupVol(q rowQueryer, ref string, snapshot bool) (*volRow, error) {
 	if gid, ok := strings.CutPrefix(ref, "~"); ok {
 		row = q.QueryRow(`SELECT `+volCols+` FROM volumes WHERE global_id = ? AND snapshot = ?`, gid, snapshot)
 	} else {
-		row = q.QueryRow(`SELECT `+volCols+` FROM volumes WHERE name = ? AND snapshot = ?`, ref, snapshot)
+		// name != '' lets SQLite use the partial unique index.
+		row = q.QueryRow(`SELECT `+volCols+` FROM volumes WHERE name = ? AND name != '' AND snapshot = ?`, ref, snapshot)
 	}
 	v, err := scanVol(row)
 	if errors.Is(err, sql.ErrNoRows) {
