@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -26,6 +27,11 @@ const testToken = "test-token-0123456789"
 // an initialised cluster and returns it with an API client.
 func mustNewService(t *testing.T) (*Service, *apiclient.Client) {
 	t.Helper()
+	return mustNewServiceTimeout(t, time.Hour)
+}
+
+func mustNewServiceTimeout(t *testing.T, serviceTimeout time.Duration) (*Service, *apiclient.Client) {
+	t.Helper()
 	dir := t.TempDir()
 	init, _ := json.Marshal(ClusterInitDesc{Name: "lab", Location: "here", LocationID: "zz9", SubClusterID: "a"})
 	if err := os.WriteFile(filepath.Join(dir, InitFile), init, 0o600); err != nil {
@@ -34,7 +40,7 @@ func mustNewService(t *testing.T) (*Service, *apiclient.Client) {
 	svc, err := StartService(context.Background(), ServiceConfig{
 		NodeID: 1, Dir: dir, RaftAddr: "127.0.0.1:0", Listen: "127.0.0.1:0",
 		Secret: []byte(strings.Repeat("s", 64)), Token: testToken,
-		SnapshotThreshold: 1024, TrailingLogs: 128, ServiceTimeout: time.Hour,
+		SnapshotThreshold: 1024, TrailingLogs: 128, ServiceTimeout: serviceTimeout,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -312,3 +318,45 @@ func TestTransportRefusesWithoutSecret(t *testing.T) {
 func raftAddr(a net.Addr) raftServerAddress { return raftServerAddress(a.String()) }
 
 type raftServerAddress = raft.ServerAddress
+
+// TestServiceLiveness: a server that stops sending heartbeats is marked
+// down after the timeout, with its disks, in a committed change; a new
+// heartbeat brings it back.
+func TestServiceLiveness(t *testing.T) {
+	_, c := mustNewServiceTimeout(t, time.Second)
+	ctx := context.Background()
+	hb := map[string]any{"type": "server", "id": 2, "nodeId": 2, "version": "t", "startTime": 1, "addr": "127.0.0.1:1"}
+	mustPost(t, c, "ServiceHeartbeat", hb, nil)
+	addDisks(t, c, 2)
+	status := func() (string, string) {
+		var st struct {
+			Servers map[string]map[string]any `json:"servers"`
+		}
+		var disks map[string]DiskSummary
+		if _, err := c.Get(ctx, "ServicesList", nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(ctx, "DisksList", nil, &disks); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(st.Servers["2"]["status"]), disks["100"].State
+	}
+	if s, d := status(); s != "running" || d != "up" {
+		t.Fatalf("after heartbeat: server %s, disk %s", s, d)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, d := status()
+		if s == "down" && d == "down" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never marked down: server %s, disk %s", s, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mustPost(t, c, "ServiceHeartbeat", hb, nil)
+	if s, _ := status(); s != "running" {
+		t.Fatalf("after a new heartbeat: server %s", s)
+	}
+}
