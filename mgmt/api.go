@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -51,7 +52,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path = strings.TrimPrefix(path, "MultiCluster/") // one sub-cluster: the local one
 	if rest, ok := strings.CutPrefix(path, "RemoteCommand/"); ok {
 		name, call, _ := strings.Cut(rest, "/")
-		if name != metaString(s.store.db, "name") {
+		if name != s.store.Meta("name") {
 			writeError(w, notFound("cluster %s is not known here (remote clusters arrive with the bridge)", name))
 			return
 		}
@@ -234,7 +235,7 @@ func (s *Service) heartbeat(ctx context.Context, body []byte) (Result, error) {
 	err := s.store.db.QueryRow(`SELECT node_id, version, start_time, addr, status FROM services WHERE type = ? AND id = ?`, hb.Type, hb.ID).
 		Scan(&nodeID, &version, &start, &addr, &status)
 	s.store.mu.RUnlock()
-	info := map[string]any{"clusterId": metaString(s.store.db, "location_id") + "." + metaString(s.store.db, "sub_cluster_id")}
+	info := map[string]any{"clusterId": s.store.Meta("location_id") + "." + s.store.Meta("sub_cluster_id")}
 	if err == nil && status == "running" && nodeID == hb.NodeID && version == hb.Version && start == hb.StartTime && addr == hb.Addr {
 		gen := s.store.Generation()
 		info["generation"] = gen
@@ -422,8 +423,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	e, ok := err.(*Error)
-	if !ok {
+	var e *Error
+	if !errors.As(err, &e) {
 		e = apiErr(ErrInternalError, "%v", err)
 	}
 	if e.Name == ErrNoLeader || e.Name == ErrNotReady {

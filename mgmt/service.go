@@ -222,7 +222,7 @@ func (s *Service) leaderLoop(ctx context.Context) {
 }
 
 func (s *Service) leaderDuties(ctx context.Context) {
-	if metaString(s.store.db, "location_id") == "" {
+	if s.store.Meta("location_id") == "" {
 		if b, err := os.ReadFile(filepath.Join(s.cfg.Dir, InitFile)); err == nil {
 			if _, err := s.propose(ctx, Command{Op: "ClusterInit", Body: b}); err != nil {
 				s.log.Error("commit cluster identity", "err", err)

@@ -105,6 +105,14 @@ func (s *Store) Generation() int64 {
 	return v
 }
 
+// Meta returns a value of the meta table ("" when unset): name,
+// location, location_id, sub_cluster_id, ...
+func (s *Store) Meta(k string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return metaString(s.db, k)
+}
+
 type queryer interface {
 	QueryRow(query string, args ...any) *sql.Row
 }
