@@ -223,8 +223,17 @@ func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Respons
 		out := make([]wire.VersionEntry, len(vs))
 		for i, v := range vs {
 			out[i] = wire.VersionEntry{Volume: v.Object.Volume, Index: v.Object.Index, Version: v.Version}
+			if v.Parent != nil {
+				out[i].HasParent, out[i].ParentVolume, out[i].ParentIndex = true, v.Parent.Volume, v.Parent.Index
+			}
 		}
 		resp.Data = wire.EncodeVersions(resp.Data[:0], out)
+	case wire.OpReadMeta:
+		var states []uint8
+		var vers []uint64
+		if states, vers, err = st.BlockMeta(id, req.Offset, int(req.Length)); err == nil {
+			resp.Data = wire.EncodeBlockMeta(resp.Data[:0], states, vers)
+		}
 	case wire.OpStat:
 		var b []byte
 		b, err = json.Marshal(st.Stats())

@@ -60,7 +60,15 @@ type auMeta struct {
 	index  uint32 // AU index inside the object
 	states [BlocksPerAU]uint8
 	crcs   [BlocksPerAU]uint32
+	vers   [BlocksPerAU]uint64 // object version of each block's last change
 }
+
+// AU page slot layout: header, states, CRCs, versions, CRC of the slot.
+const (
+	auStatesOff = 32
+	auCRCsOff   = auStatesOff + BlocksPerAU
+	auVersOff   = auCRCsOff + 4*BlocksPerAU
+)
 
 type object struct {
 	id       ObjectID
@@ -87,10 +95,11 @@ type Stats struct {
 	ZeroBlocks    uint64 `json:"zero_blocks"`
 }
 
-// ObjectVersion is one object replica's version.
+// ObjectVersion is one object replica's version, and its parent.
 type ObjectVersion struct {
 	Object  ObjectID
 	Version uint64
+	Parent  *ObjectID
 }
 
 const stripes = 256
@@ -222,9 +231,12 @@ func (s *Store) encodeAU(au int32, epoch uint64) []byte {
 	le.PutUint64(b[16:], m.owner)
 	le.PutUint32(b[24:], m.index)
 	if m.owner != 0 {
-		copy(b[32:32+BlocksPerAU], m.states[:])
+		copy(b[auStatesOff:auCRCsOff], m.states[:])
 		for i, c := range m.crcs {
-			le.PutUint32(b[32+BlocksPerAU+4*i:], c)
+			le.PutUint32(b[auCRCsOff+4*i:], c)
+		}
+		for i, v := range m.vers {
+			le.PutUint64(b[auVersOff+8*i:], v)
 		}
 	}
 	le.PutUint32(b[auSlotSize-4:], s.recordCRC(b[:auSlotSize-4]))
@@ -370,9 +382,10 @@ func (s *Store) load() error {
 			}
 			m := &s.aus[au]
 			m.owner, m.index = owner, idx
-			copy(m.states[:], r[32:32+BlocksPerAU])
+			copy(m.states[:], r[auStatesOff:auCRCsOff])
 			for k := range m.crcs {
-				m.crcs[k] = le.Uint32(r[32+BlocksPerAU+4*k:])
+				m.crcs[k] = le.Uint32(r[auCRCsOff+4*k:])
+				m.vers[k] = le.Uint64(r[auVersOff+8*k:])
 			}
 			auEpoch[au] = e
 			o.aus[idx] = au
@@ -475,6 +488,9 @@ func (s *Store) Write(id ObjectID, off uint64, data []byte, version uint64) erro
 	defer s.gate.RUnlock()
 	s.mu.Lock()
 	o, err := s.lookup(id)
+	if err == nil && version == 0 {
+		version = o.version + 1
+	}
 	s.mu.Unlock()
 	if err != nil {
 		return err
@@ -483,24 +499,27 @@ func (s *Store) Write(id ObjectID, off uint64, data []byte, version uint64) erro
 	for done := 0; done < len(crcs); {
 		idx, b0 := (blk+done)/BlocksPerAU, (blk+done)%BlocksPerAU
 		n := min(len(crcs)-done, BlocksPerAU-b0)
-		if err := s.writeChunk(o, idx, b0, data[done*BlockSize:(done+n)*BlockSize], crcs[done:done+n]); err != nil {
+		if err := s.writeChunk(o, idx, b0, data[done*BlockSize:(done+n)*BlockSize], crcs[done:done+n], version); err != nil {
 			return err
 		}
 		done += n
 	}
 	s.mu.Lock()
-	if version == 0 {
-		version = o.version + 1
-	}
-	if version > o.version {
-		o.version = version
-		s.dirtyObj[o.slot] = struct{}{}
-	}
+	s.raiseVersion(o, version)
 	s.mu.Unlock()
 	return nil
 }
 
-func (s *Store) writeChunk(o *object, idx, b0 int, data []byte, crcs []uint32) error {
+// raiseVersion keeps the object's version the highest it was given.
+// Caller holds mu.
+func (s *Store) raiseVersion(o *object, version uint64) {
+	if version > o.version {
+		o.version = version
+		s.dirtyObj[o.slot] = struct{}{}
+	}
+}
+
+func (s *Store) writeChunk(o *object, idx, b0 int, data []byte, crcs []uint32, version uint64) error {
 	st := s.stripeOf(o.inc, idx)
 	st.Lock()
 	defer st.Unlock()
@@ -522,6 +541,7 @@ func (s *Store) writeChunk(o *object, idx, b0 int, data []byte, crcs []uint32) e
 	for i, c := range crcs {
 		m.states[b0+i] = BlockData
 		m.crcs[b0+i] = c
+		m.vers[b0+i] = version
 	}
 	s.dirtyAU[au] = struct{}{}
 	s.mu.Unlock()
@@ -531,6 +551,12 @@ func (s *Store) writeChunk(o *object, idx, b0 int, data []byte, crcs []uint32) e
 // WriteZeroes makes the range read as zeros, also over a parent, and frees
 // the space it held (TRIM and WRITE_ZEROES are the same here).
 func (s *Store) WriteZeroes(id ObjectID, off uint64, n int, version uint64) error {
+	return s.clearRange(id, off, n, version, false)
+}
+
+// clearRange zeroes a range, or with unwrite makes it read through the
+// parent again (recovery uses it to match a replica).
+func (s *Store) clearRange(id ObjectID, off uint64, n int, version uint64, unwrite bool) error {
 	if err := s.checkRange(id, off, n); err != nil {
 		return err
 	}
@@ -542,6 +568,13 @@ func (s *Store) WriteZeroes(id ObjectID, off uint64, n int, version uint64) erro
 	if err != nil {
 		return err
 	}
+	if version == 0 {
+		version = o.version + 1
+	}
+	state := uint8(BlockUnwritten) // without a parent unwritten reads zeros
+	if (o.parent != nil || o.lost) && !unwrite {
+		state = BlockZero
+	}
 	blk, cnt := int(off/BlockSize), n/BlockSize
 	for done := 0; done < cnt; {
 		idx, b0 := (blk+done)/BlocksPerAU, (blk+done)%BlocksPerAU
@@ -552,30 +585,22 @@ func (s *Store) WriteZeroes(id ObjectID, off uint64, n int, version uint64) erro
 		s.mu.Unlock()
 		st.Lock()
 		s.mu.Lock()
-		err := s.zeroChunk(o, idx, b0, k)
+		err := s.zeroChunk(o, idx, b0, k, state, version)
 		st.Unlock()
 		if err != nil {
 			return err
 		}
 	}
-	if version == 0 {
-		version = o.version + 1
-	}
-	if version > o.version {
-		o.version = version
-		s.dirtyObj[o.slot] = struct{}{}
-	}
+	s.raiseVersion(o, version)
 	return nil
 }
 
-// zeroChunk zeroes blocks [b0, b0+k) of AU index idx. Caller holds the
+// zeroChunk sets blocks [b0, b0+k) of AU index idx to state (zero or
+// unwritten). An AU left without data or zero blocks is freed; its blocks'
+// versions go with it (a replica compares them as 0). Caller holds the
 // stripe and mu.
-func (s *Store) zeroChunk(o *object, idx, b0, k int) error {
+func (s *Store) zeroChunk(o *object, idx, b0, k int, state uint8, version uint64) error {
 	au := o.aus[idx]
-	state := uint8(BlockUnwritten) // without a parent unwritten reads zeros
-	if o.parent != nil || o.lost {
-		state = BlockZero
-	}
 	if au < 0 {
 		if state == BlockUnwritten {
 			return nil
@@ -589,6 +614,7 @@ func (s *Store) zeroChunk(o *object, idx, b0, k int) error {
 	for i := b0; i < b0+k; i++ {
 		m.states[i] = state
 		m.crcs[i] = 0
+		m.vers[i] = version
 	}
 	s.dirtyAU[au] = struct{}{}
 	keep := false
@@ -933,7 +959,12 @@ func (s *Store) Versions() []ObjectVersion {
 	defer s.mu.Unlock()
 	out := make([]ObjectVersion, 0, len(s.objects))
 	for id, o := range s.objects {
-		out = append(out, ObjectVersion{Object: id, Version: o.version})
+		v := ObjectVersion{Object: id, Version: o.version}
+		if o.parent != nil {
+			p := o.parent.id
+			v.Parent = &p
+		}
+		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i].Object, out[j].Object
@@ -1061,4 +1092,87 @@ func (s *Store) scrubAU(o *object, idx int, buf []byte) ([]BadBlock, uint64, err
 		}
 	}
 	return bad, n, nil
+}
+
+// BlockMeta returns the state and version of each of the object's own
+// blocks in [off, off+n): what recovery compares between replicas. A
+// block of an unallocated AU is unwritten with version 0.
+func (s *Store) BlockMeta(id ObjectID, off uint64, n int) ([]uint8, []uint64, error) {
+	if err := s.checkRange(id, off, n); err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.lookup(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	cnt, blk := n/BlockSize, int(off/BlockSize)
+	states, vers := make([]uint8, cnt), make([]uint64, cnt)
+	for i := range states {
+		b := blk + i
+		if au := o.aus[b/BlocksPerAU]; au >= 0 {
+			states[i], vers[i] = s.aus[au].states[b%BlocksPerAU], s.aus[au].vers[b%BlocksPerAU]
+		}
+	}
+	return states, vers, nil
+}
+
+// applyBlocks makes blocks [blk, blk+len(states)) of the object what a
+// replica has: each block's state and version exactly, with data (for
+// BlockData blocks) from data. Used by recovery only.
+func (s *Store) applyBlocks(id ObjectID, blk int, states []uint8, vers []uint64, data []byte) error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	s.mu.Lock()
+	o, err := s.lookup(id)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(states); {
+		j := i + 1
+		for j < len(states) && states[j] == states[i] && vers[j] == vers[i] && (blk+j)%BlocksPerAU != 0 {
+			j++
+		}
+		b := blk + i
+		idx, b0 := b/BlocksPerAU, b%BlocksPerAU
+		if states[i] == BlockData {
+			part := data[i*BlockSize : j*BlockSize]
+			crcs := make([]uint32, j-i)
+			for k := range crcs {
+				crcs[k] = crc32.Checksum(part[k*BlockSize:(k+1)*BlockSize], castagnoli)
+			}
+			if err := s.writeChunk(o, idx, b0, part, crcs, vers[i]); err != nil {
+				return err
+			}
+		} else {
+			st := s.stripeOf(o.inc, idx)
+			st.Lock()
+			s.mu.Lock()
+			err := s.zeroChunk(o, idx, b0, j-i, states[i], vers[i])
+			s.mu.Unlock()
+			st.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+// setVersion sets the object's version to a replica's. Recovery only.
+func (s *Store) setVersion(id ObjectID, version uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	if o.version != version {
+		o.version = version
+		s.dirtyObj[o.slot] = struct{}{}
+	}
+	return nil
 }

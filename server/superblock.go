@@ -9,9 +9,9 @@ import (
 	"unicode/utf8"
 )
 
-// On-disk format constants (format version 1). See DESIGN.md.
+// On-disk format constants (format version 2: per-block versions). See DESIGN.md.
 const (
-	FormatVersion = 1
+	FormatVersion = 2
 	BlockSize     = 4096    // unit of checksums and of I/O alignment
 	AUSize        = 1 << 20 // allocation unit
 	BlocksPerAU   = AUSize / BlockSize
@@ -21,8 +21,8 @@ const (
 	objTableOff     = 8192 // superblock, then 4 KiB reserved
 	objRecordSize   = 1024 // two 512-byte slots
 	objSlotSize     = 512
-	auPageSize      = 4096 // two 2 KiB slots
-	auSlotSize      = 2048
+	auPageSize      = 8192 // two 4 KiB slots
+	auSlotSize      = 4096
 	maxClusterIDLen = 64
 	// DefaultObjectSize is the object size of a volume unless configured.
 	DefaultObjectSize = 32 << 20

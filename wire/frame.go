@@ -27,10 +27,11 @@ const (
 	OpReadOwn     Op = 8  // recovery read: block states, then own data
 	OpVersions    Op = 9  // versions of every object on the disk
 	OpStat        Op = 10 // the disk's space accounting, JSON
-	maxOp         Op = OpStat
+	OpReadMeta    Op = 11 // recovery: state byte and version u64 per own block
+	maxOp         Op = OpReadMeta
 )
 
-var opNames = [...]string{"?", "READ", "WRITE", "WRITE_ZEROES", "TRIM", "FLUSH", "CREATE", "DELETE", "READ_OWN", "VERSIONS", "STAT"}
+var opNames = [...]string{"?", "READ", "WRITE", "WRITE_ZEROES", "TRIM", "FLUSH", "CREATE", "DELETE", "READ_OWN", "VERSIONS", "STAT", "READ_META"}
 
 func (o Op) String() string {
 	if o == 0 || o > maxOp {
@@ -254,14 +255,18 @@ func ReadResponse(rd io.Reader, r *Response) error {
 	return err
 }
 
-// VersionEntry is one element of a VERSIONS reply.
+// VersionEntry is one element of a VERSIONS reply: an object, its
+// version, and its copy-on-write parent when HasParent.
 type VersionEntry struct {
-	Volume  uint64
-	Index   uint32
-	Version uint64
+	Volume       uint64
+	Index        uint32
+	Version      uint64
+	HasParent    bool
+	ParentVolume uint64
+	ParentIndex  uint32
 }
 
-const versionEntrySize = 20
+const versionEntrySize = 33
 
 // EncodeVersions appends a VERSIONS payload.
 func EncodeVersions(b []byte, vs []VersionEntry) []byte {
@@ -270,6 +275,13 @@ func EncodeVersions(b []byte, vs []VersionEntry) []byte {
 		b = le.AppendUint64(b, v.Volume)
 		b = le.AppendUint32(b, v.Index)
 		b = le.AppendUint64(b, v.Version)
+		var p byte
+		if v.HasParent {
+			p = 1
+		}
+		b = append(b, p)
+		b = le.AppendUint64(b, v.ParentVolume)
+		b = le.AppendUint32(b, v.ParentIndex)
 	}
 	return b
 }
@@ -282,7 +294,33 @@ func DecodeVersions(b []byte) ([]VersionEntry, error) {
 	le := binary.LittleEndian
 	out := make([]VersionEntry, 0, len(b)/versionEntrySize)
 	for ; len(b) > 0; b = b[versionEntrySize:] {
-		out = append(out, VersionEntry{le.Uint64(b), le.Uint32(b[8:]), le.Uint64(b[12:])})
+		if b[20] > 1 || b[20] == 0 && (le.Uint64(b[21:]) != 0 || le.Uint32(b[29:]) != 0) {
+			return nil, fmt.Errorf("%w: bad parent in versions entry", ErrFrame)
+		}
+		out = append(out, VersionEntry{Volume: le.Uint64(b), Index: le.Uint32(b[8:]), Version: le.Uint64(b[12:]),
+			HasParent: b[20] == 1, ParentVolume: le.Uint64(b[21:]), ParentIndex: le.Uint32(b[29:])})
 	}
 	return out, nil
+}
+
+// EncodeBlockMeta appends a READ_META payload: one state byte per block,
+// then one version per block.
+func EncodeBlockMeta(b []byte, states []uint8, vers []uint64) []byte {
+	b = append(b, states...)
+	for _, v := range vers {
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	return b
+}
+
+// DecodeBlockMeta parses a READ_META payload of n blocks.
+func DecodeBlockMeta(b []byte, n int) ([]uint8, []uint64, error) {
+	if len(b) != 9*n {
+		return nil, nil, fmt.Errorf("%w: block meta of %d bytes for %d blocks", ErrFrame, len(b), n)
+	}
+	vers := make([]uint64, n)
+	for i := range vers {
+		vers[i] = binary.LittleEndian.Uint64(b[n+8*i:])
+	}
+	return b[:n:n], vers, nil
 }

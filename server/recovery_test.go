@@ -1,0 +1,159 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"testing"
+
+	"keel/wire"
+)
+
+// serveStore serves st over a unix socket and returns a connected client.
+func serveStore(t *testing.T, st *Store) *wire.Client {
+	t.Helper()
+	srv, err := NewServer(slog.New(slog.DiscardHandler), nil, map[string]*Store{"up": st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("recovery-test-secret")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- wire.Serve(ctx, ln, wire.ServerConfig{Secret: secret, Self: wire.Peer{Role: "server"}, Handler: srv, Log: slog.New(slog.DiscardHandler)})
+	}()
+	c, err := wire.Dial(ctx, "unix", sock, secret, wire.Peer{Role: "server", Name: "recovering"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		cancel()
+		<-done
+	})
+	return c
+}
+
+// A disk that missed 1 % of a volume's writes, a TRIM, a delete, a new
+// object and a write to a snapshot's child copies exactly the blocks that
+// changed, and then reads like the up replica.
+func TestRecoveryCopiesOnlyWhatChanged(t *testing.T) {
+	up, _ := mustNewFileStore(t, 16)
+	down, _ := mustNewFileStore(t, 16)
+	both := []*Store{up, down}
+	const objects = 4
+	const blocks = testObjectSize / BlockSize
+	version := uint64(100)
+	buf := make([]byte, 16*BlockSize)
+	for _, s := range both {
+		for i := uint32(0); i < objects; i++ {
+			if err := s.CreateObject(ObjectID{1, i}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.CreateObject(ObjectID{2, 0}, &ObjectID{1, 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The volume is written in full on both replicas, same versions.
+	for i := uint32(0); i < objects; i++ {
+		for b := 0; b < blocks; b += 16 {
+			version++
+			for k := 0; k < 16; k++ {
+				pattern(version<<16|uint64(k), buf[k*BlockSize:(k+1)*BlockSize])
+			}
+			for _, s := range both {
+				if err := s.Write(ObjectID{1, i}, uint64(b)*BlockSize, buf, version); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// The down disk misses these.
+	rng := rand.New(rand.NewPCG(7, 7))
+	changed := map[[2]uint64]bool{}
+	one := make([]byte, BlockSize)
+	for n := 0; n < objects*blocks/100; n++ {
+		id, b := ObjectID{1, uint32(rng.IntN(objects))}, rng.IntN(blocks)
+		version++
+		pattern(version, one)
+		if err := up.Write(id, uint64(b)*BlockSize, one, version); err != nil {
+			t.Fatal(err)
+		}
+		if id.Index != 3 || b >= BlocksPerAU { // the first AU of 1/3 is trimmed below
+			changed[[2]uint64{uint64(id.Index), uint64(b)}] = true
+		}
+	}
+	version++
+	if err := up.WriteZeroes(ObjectID{1, 3}, 0, AUSize, version); err != nil {
+		t.Fatal(err)
+	}
+	version++
+	pattern(version, one)
+	if err := up.Write(ObjectID{2, 0}, 5*BlockSize, one, version); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.DeleteObject(ObjectID{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.CreateObject(ObjectID{3, 0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	version++
+	if err := up.Write(ObjectID{3, 0}, 0, buf, version); err != nil {
+		t.Fatal(err)
+	}
+	for k := range changed {
+		if k[0] == 2 {
+			delete(changed, k) // object 1/2 is deleted anyway
+		}
+	}
+	wantCopied := uint64(len(changed) + 1 + 16) // + the child's block + the new object
+
+	c := serveStore(t, up)
+	st, err := Recover(context.Background(), down, c, up.sb.DiskID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	volume := uint64(objects * testObjectSize)
+	t.Logf("recovery: %+v; copied %d of %d bytes (%.2f%%), %d changed blocks", st, st.DataBytes, volume, 100*float64(st.DataBytes)/float64(volume), wantCopied)
+	if st.BlocksCopied != wantCopied || st.Created != 1 || st.Deleted != 1 || st.BlocksCleared != BlocksPerAU {
+		t.Fatalf("copied %d blocks, want exactly the %d that changed; created %d, deleted %d, cleared %d",
+			st.BlocksCopied, wantCopied, st.Created, st.Deleted, st.BlocksCleared)
+	}
+	// Now the replicas agree, block by block.
+	if a, b := up.Versions(), down.Versions(); len(a) != len(b) {
+		t.Fatalf("versions differ: %+v vs %+v", a, b)
+	}
+	for _, v := range up.Versions() {
+		a, b := make([]byte, testObjectSize), make([]byte, testObjectSize)
+		if err := up.Read(v.Object, 0, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := down.Read(v.Object, 0, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("object %s differs after recovery", v.Object)
+		}
+	}
+	if got, want := down.Stats(), up.Stats(); got != want {
+		t.Fatalf("space accounting differs: %+v vs %+v", got, want)
+	}
+	// A second run finds nothing to do.
+	st, err = Recover(context.Background(), down, c, up.sb.DiskID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ObjectsChanged != 0 || st.BlocksCopied != 0 {
+		t.Fatalf("second recovery did work: %+v", st)
+	}
+}
