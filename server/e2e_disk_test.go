@@ -128,3 +128,40 @@ func TestDiskInitAndListLocal(t *testing.T) {
 		t.Fatalf("list-local table: exit %d: %s", code, out)
 	}
 }
+
+// A block device that is mounted is refused with a message naming the
+// mount point; unmounted, the same device is initialised.
+func TestDiskInitRefusesMountedDevice(t *testing.T) {
+	testbin.NeedRoot(t)
+	for _, tool := range []string{"losetup", "mkfs.ext4", "unshare", "mount"} {
+		testbin.NeedTool(t, tool)
+	}
+	n := newNode(t)
+	img := n.file("blockdev", 96<<20)
+	out, err := exec.Command("losetup", "--find", "--show", img).Output()
+	if err != nil {
+		t.Skipf("no loop device: %v", err) // containers without /dev/loop*
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", dev).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v: %s", err, out)
+	}
+	mnt := filepath.Join(n.dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The mount lives in a private mount namespace that ends with the
+	// shell: nothing is left mounted on the host.
+	script := fmt.Sprintf(`mount --make-rprivate / && mount %[1]s %[2]s && %[3]s disk init %[1]s --id 4 --cluster-id c; echo "exit=$?"`, dev, mnt, n.bin)
+	cmd := exec.Command("unshare", "--mount", "sh", "-c", script)
+	cmd.Env = n.env
+	got, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(got), "exit=1") || !strings.Contains(string(got), "is mounted on "+mnt) {
+		t.Fatalf("disk init of a mounted device: %s", got)
+	}
+	// Without a mount it is a block device like any other.
+	if code, out, errs := n.keel("disk", "init", dev, "--id", "4", "--cluster-id", "c"); code != 0 || !strings.Contains(out, "disk 4 initialised") {
+		t.Fatalf("disk init %s: exit %d: %s%s", dev, code, out, errs)
+	}
+}
