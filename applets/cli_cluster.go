@@ -133,8 +133,10 @@ mgmt.listen) to the cluster served at URL:
      writes it 0600 to mgmt.cluster_secret_file, and the token to
      mgmt.token_file when --token is given;
   2. asks the leader to add this node as a Raft voter (MgmtJoin).
-keel_mgmt on this node may be started before or after; it waits for the
-secret. The new voter catches up from a snapshot and the log.
+Start keel_mgmt on this node first: it waits for the secret file, then
+starts its Raft transport, which the leader must reach to add it (MgmtJoin
+fails after 30s otherwise; run join again). The new voter catches up from a
+snapshot and the log.
 
 Example:
   keel cluster join http://10.0.0.1:8081 --token "$(cat api-token)"`
