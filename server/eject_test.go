@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -120,4 +122,53 @@ func TestHungDiskFailsAfterTimeout(t *testing.T) {
 	}
 	close(dev.release)
 	<-done
+}
+
+// The background flush makes writes durable without a client FLUSH.
+func TestBackgroundFlush(t *testing.T) {
+	dev := newCrashDevice(mustFormat(t, crashObjectSize, 0))
+	st, err := Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ObjectID{1, 0}
+	if err := st.CreateObject(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, BlockSize)
+	pattern(42, data)
+	if err := st.Write(id, 0, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go st.FlushEvery(ctx, 20*time.Millisecond, func(err error) { t.Error(err) })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st.flushMu.Lock() // no flush half done while we look
+		dev.mu.Lock()
+		pending := len(dev.pending)
+		dev.mu.Unlock()
+		st.mu.Lock()
+		dirty := len(st.dirtyAU) + len(st.dirtyObj)
+		st.mu.Unlock()
+		if pending == 0 && dirty == 0 {
+			cancel()
+			st.flushMu.Unlock()
+			break
+		}
+		st.flushMu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the background flush did not run")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s2, err := Open(newCrashDevice(dev.powerLoss(rand.New(rand.NewPCG(1, 1)), 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, BlockSize)
+	if err := s2.Read(id, 0, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after power loss: %v", err)
+	}
 }
