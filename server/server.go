@@ -24,7 +24,6 @@ type Options struct {
 	Secret      []byte   // cluster secret: key of the wire handshake
 	NodeID      uint32
 	Name        string
-	ClusterID   string // when set, disks of another cluster are refused
 	Concurrency int
 	DirectIO    bool          // O_DIRECT for data I/O where the file system allows it
 	DiskTimeout time.Duration // an I/O in flight longer fails (ejects) the disk; 0: never
@@ -106,9 +105,6 @@ func Run(ctx context.Context, o Options) error {
 		}
 		stores[p] = st
 		sb := st.Superblock()
-		if o.ClusterID != "" && sb.ClusterID != o.ClusterID {
-			return fmt.Errorf("open disk %s: disk %d belongs to cluster %s, this node to %s; re-initialise it with keel disk init --force", p, sb.DiskID, sb.ClusterID, o.ClusterID)
-		}
 		stat := st.Stats()
 		o.Log.Info("disk opened", "path", p, "disk", sb.DiskID, "objects", stat.Objects, "free_bytes", stat.AUsFree*AUSize)
 	}
