@@ -154,6 +154,8 @@ func (s *Service) serveWrite(ctx context.Context, w http.ResponseWriter, call, a
 		res, err = s.heartbeat(ctx, body)
 	case "MgmtJoin":
 		res, err = s.join(ctx, body)
+	case "DiskRegister":
+		res, err = s.diskRegister(ctx, body)
 	default:
 		if call == "VolumesReassign" || call == "VolumesReassignWait" {
 			if err := s.checkDetachOpen(call, body); err != nil {
@@ -248,6 +250,37 @@ func (s *Service) heartbeat(ctx context.Context, body []byte) (Result, error) {
 	info["generation"] = res.Generation
 	res.Info = info
 	return res, nil
+}
+
+// diskRegister commits a DiskRegister unless it only repeats what the
+// store holds: same server and device, a state it keeps (up, recovering,
+// ejected), and space figures within 1% of the stored ones. Servers send
+// it with every heartbeat; committing each would raise the generation
+// every few seconds for nothing.
+func (s *Service) diskRegister(ctx context.Context, body []byte) (Result, error) {
+	var r DiskRegisterDesc
+	if err := json.Unmarshal(body, &r); err != nil {
+		return Result{}, err
+	}
+	var cur DiskSummary
+	s.store.mu.RLock()
+	cur, err := scanDisk(s.store.db.QueryRow(`SELECT `+diskCols+` FROM disks WHERE id = ?`, r.ID))
+	s.store.mu.RUnlock()
+	near := func(a, b, scale int64) bool { return scale <= 0 || 100*absDiff(a, b) < scale }
+	if err == nil && cur.ServerID == r.ServerID && cur.Size == r.Size && cur.SSD == r.SSD && cur.Model == r.Model &&
+		cur.Serial == r.Serial && cur.Device == r.Device && (cur.State == "up" || cur.State == "recovering" || cur.State == "ejected") &&
+		near(cur.FreeBytes, r.FreeBytes, r.Size) && near(cur.ObjectsAllocated, r.ObjectsAllocated, r.ObjectsCount) && cur.ObjectsCount == r.ObjectsCount {
+		gen := s.store.Generation()
+		return Result{Generation: gen, Info: map[string]any{"generation": gen, "diskGeneration": cur.DiskGeneration, "state": cur.State}}, nil
+	}
+	return s.propose(ctx, Command{Op: "DiskRegister", Body: body})
+}
+
+func absDiff(a, b int64) int64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
 }
 
 func (s *Service) join(ctx context.Context, body []byte) (Result, error) {

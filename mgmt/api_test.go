@@ -171,6 +171,21 @@ func TestAPIContract(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Name != ErrExists || ae.Status != 409 {
 		t.Errorf("duplicate create: %v", err)
 	}
+	// A DiskRegister that repeats the stored figures commits nothing.
+	var before, after struct {
+		Generation int64 `json:"generation"`
+	}
+	disk := map[string]any{"id": 100, "serverId": 1, "size": 1 << 40, "freeBytes": 1<<39 - 1<<20}
+	mustPost(t, c, "DiskRegister", disk, &before)
+	mustPost(t, c, "DiskRegister", disk, &after)
+	if after.Generation != before.Generation {
+		t.Errorf("a repeated DiskRegister raised the generation %d -> %d", before.Generation, after.Generation)
+	}
+	disk["freeBytes"] = 1 << 38
+	mustPost(t, c, "DiskRegister", disk, &after)
+	if after.Generation == before.Generation {
+		t.Errorf("a DiskRegister with new space figures was not committed")
+	}
 	mustPost(t, c, "DiskEject/102", nil, nil)
 	_, err = c.Post(context.Background(), "VolumeCreate", map[string]any{"name": "v3", "size": 1 << 30, "replication": 3}, nil)
 	if !errors.As(err, &ae) || ae.Name != ErrInsufficient || !strings.Contains(ae.Descr, "replication 3") {
