@@ -388,12 +388,24 @@ func TestClusterFailover(t *testing.T) {
 			return check(p)
 		})
 	}
-	// Writes work again after the restart.
-	if _, err := c2.Post(ctx, "VolumeCreate", map[string]any{"name": "after-restart", "size": 1 << 30, "template": "r2"}, nil); err != nil {
+	// Writes work again after the restart, and a write through a follower
+	// is visible in the next read from that follower.
+	st, err := clusterStatus(ctx, c2)
+	if err != nil {
 		t.Fatal(err)
 	}
-	names, err := volumeNames(ctx, c2)
-	if err != nil || names["after-restart"] != 1 {
-		t.Fatalf("read after write through the same node: %v %v", names["after-restart"], err)
+	for i, p := range procs {
+		if fmt.Sprint(p.id) == st.Leader {
+			continue
+		}
+		fc := p.client(t, token)
+		name := fmt.Sprint("after-restart-", i)
+		if _, err := fc.Post(ctx, "VolumeCreate", map[string]any{"name": name, "size": 1 << 30, "template": "r2"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		names, err := volumeNames(ctx, fc)
+		if err != nil || names[name] != 1 {
+			t.Fatalf("read after write through follower %d: %v %v", p.id, names[name], err)
+		}
 	}
 }
