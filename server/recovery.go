@@ -21,14 +21,20 @@ type RecoveryStats struct {
 }
 
 // Recover brings local, a disk that was down, up to date from an up
-// replica of the same objects (peerDisk, through peer): objects deleted
-// meanwhile are deleted, new ones created (parents first), and of every
-// object whose version differs only the blocks whose state or version
-// differ are copied. Objects with equal versions cost nothing; the others
-// cost 9 bytes of metadata per block plus the changed data. It is
-// idempotent: after a crash, run it again. progress, if not nil, is called
-// after each object.
-func Recover(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint32, progress func(done, total int)) (RecoveryStats, error) {
+// replica (peerDisk, through peer) of the objects scope selects (nil: all
+// objects; a disk's objects are usually spread over several peers by the
+// volumes' disk sets, so the caller scopes each peer to the objects it
+// shares with local). Within the scope, objects deleted meanwhile are
+// deleted, new ones created (parents first), and of every object whose
+// version differs only the blocks whose state or version differ are
+// copied. Objects with equal versions cost nothing; the others cost 9
+// bytes of metadata per block plus the changed data. It is idempotent:
+// after a crash, run it again. progress, if not nil, is called after each
+// object.
+func Recover(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint32, scope func(ObjectID) bool, progress func(done, total int)) (RecoveryStats, error) {
+	if scope == nil {
+		scope = func(ObjectID) bool { return true }
+	}
 	var st RecoveryStats
 	var resp wire.Response
 	if err := peer.Do(ctx, &wire.Request{Op: wire.OpVersions, Disk: peerDisk}, &resp); err != nil {
@@ -38,14 +44,18 @@ func Recover(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint
 	if err != nil {
 		return st, err
 	}
-	st.Objects = len(remote)
 	want := map[ObjectID]wire.VersionEntry{}
 	for _, e := range remote {
-		want[ObjectID{e.Volume, e.Index}] = e
+		if id := (ObjectID{e.Volume, e.Index}); scope(id) {
+			want[id] = e
+		}
 	}
+	st.Objects = len(want)
 	have := map[ObjectID]ObjectVersion{}
 	for _, v := range local.Versions() {
-		have[v.Object] = v
+		if scope(v.Object) {
+			have[v.Object] = v
+		}
 	}
 	// Objects gone on the up replica, or re-created with another parent.
 	for id, v := range have {
@@ -70,12 +80,16 @@ func Recover(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint
 			var parent *ObjectID
 			if e.HasParent {
 				p := ObjectID{e.ParentVolume, e.ParentIndex}
-				if _, ok := have[p]; !ok {
+				_, ok := have[p]
+				if !ok && !scope(p) {
+					ok = local.hasObject(p)
+				}
+				if !ok {
 					if _, coming := want[p]; coming {
 						pending = true
 						continue
 					}
-					return st, fmt.Errorf("recover: object %s: parent %s is on neither replica", id, p)
+					return st, fmt.Errorf("recover: object %s: its parent %s is not on this disk; recover the parent first", id, p)
 				}
 				parent = &p
 			}

@@ -119,7 +119,7 @@ func TestRecoveryCopiesOnlyWhatChanged(t *testing.T) {
 	wantCopied := uint64(len(changed) + 1 + 16) // + the child's block + the new object
 
 	c := serveStore(t, up)
-	st, err := Recover(context.Background(), down, c, up.sb.DiskID, nil)
+	st, err := Recover(context.Background(), down, c, up.sb.DiskID, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,12 +148,19 @@ func TestRecoveryCopiesOnlyWhatChanged(t *testing.T) {
 	if got, want := down.Stats(), up.Stats(); got != want {
 		t.Fatalf("space accounting differs: %+v vs %+v", got, want)
 	}
-	// A second run finds nothing to do.
-	st, err = Recover(context.Background(), down, c, up.sb.DiskID, nil)
+	// A second run finds nothing to do, and a run scoped to some volumes
+	// leaves the objects outside its scope alone.
+	if err := down.CreateObject(ObjectID{5, 0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	st, err = Recover(context.Background(), down, c, up.sb.DiskID, func(id ObjectID) bool { return id.Volume != 5 }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.ObjectsChanged != 0 || st.BlocksCopied != 0 {
+	if st.ObjectsChanged != 0 || st.BlocksCopied != 0 || st.Deleted != 0 || !down.hasObject(ObjectID{5, 0}) {
 		t.Fatalf("second recovery did work: %+v", st)
+	}
+	if st, err = Recover(context.Background(), down, c, up.sb.DiskID, nil, nil); err != nil || st.Deleted != 1 || down.hasObject(ObjectID{5, 0}) {
+		t.Fatalf("unscoped recovery kept an object the replica lacks: %+v %v", st, err)
 	}
 }

@@ -1176,3 +1176,10 @@ func (s *Store) setVersion(id ObjectID, version uint64) error {
 	}
 	return nil
 }
+
+// hasObject reports whether a visible object id exists.
+func (s *Store) hasObject(id ObjectID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.objects[id] != nil
+}
