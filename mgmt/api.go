@@ -9,12 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"keel/node"
 )
 
 const (
@@ -36,7 +39,7 @@ var writeCalls = map[string]bool{
 
 // leaderReads are GET calls answered by the leader, which holds the
 // services' heartbeats.
-var leaderReads = map[string]bool{"ClientsConfigDump": true}
+var leaderReads = map[string]bool{"ClientsConfigDump": true, "ServicesList": true}
 
 // ServeHTTP is the API: /ctrl/1.0/[MultiCluster/|RemoteCommand/<name>/]<Call>[/<arg>].
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -228,8 +231,13 @@ func (s *Service) heartbeat(ctx context.Context, body []byte) (Result, error) {
 	}
 	key := fmt.Sprintf("%s/%d", hb.Type, hb.ID)
 	s.mu.Lock()
-	s.seen[key] = heartbeat{at: time.Now(), generation: hb.Generation, open: hb.OpenVolumes}
+	s.seen[key] = heartbeat{at: time.Now(), generation: hb.Generation, version: hb.Version, startTime: hb.StartTime, open: hb.OpenVolumes}
 	s.mu.Unlock()
+	if hb.Type == "mgmt" {
+		// mgmt members' liveness lives in the leader's memory only.
+		gen := s.store.Generation()
+		return Result{Generation: gen, Info: map[string]any{"generation": gen}}, nil
+	}
 	var nodeID int
 	var version, addr, status string
 	var start int64
@@ -343,11 +351,23 @@ func (s *Service) servicesList() (any, error) {
 	mgmt := map[string]any{}
 	cfg := s.raft.GetConfiguration()
 	_, leaderID := s.raft.LeaderWithID()
+	s.mu.Lock()
+	grace := time.Since(s.leaderSince) < s.cfg.ServiceTimeout
+	seen := maps.Clone(s.seen)
+	s.mu.Unlock()
 	if cfg.Error() == nil {
 		for _, srv := range cfg.Configuration().Servers {
 			id, _ := strconv.Atoi(string(srv.ID))
-			mgmt[string(srv.ID)] = map[string]any{"id": id, "nodeId": id, "version": "", "startTime": nil,
+			e := map[string]any{"id": id, "nodeId": id, "version": "", "startTime": nil,
 				"status": "running", "active": srv.ID == leaderID, "prio": 0}
+			if id == s.cfg.NodeID {
+				e["version"], e["startTime"] = node.Version, s.started.Unix()
+			} else if hb, ok := seen[fmt.Sprintf("mgmt/%d", id)]; ok && time.Since(hb.at) <= s.cfg.ServiceTimeout {
+				e["version"], e["startTime"] = hb.version, hb.startTime
+			} else if !grace {
+				e["status"] = "down"
+			}
+			mgmt[string(srv.ID)] = e
 		}
 	}
 	status := "running"

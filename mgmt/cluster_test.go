@@ -351,10 +351,32 @@ func TestClusterFailover(t *testing.T) {
 		waitFor(t, fmt.Sprintf("node %d has every volume once", p.id), 10*time.Second, func() error { return check(p) })
 	}
 
+	mgmtStatus := func(via *mgmtProc, id string) error {
+		var st struct {
+			Mgmt map[string]map[string]any `json:"mgmt"`
+		}
+		if _, err := via.client(t, token).Get(ctx, "ServicesList", nil, &st); err != nil {
+			return err
+		}
+		if got := fmt.Sprint(st.Mgmt[id]["status"]); got != "down" {
+			return fmt.Errorf("mgmt %s is %s", id, got)
+		}
+		return nil
+	}
+	waitFor(t, "ServicesList shows the killed mgmt down", 20*time.Second, func() error { return mgmtStatus(procs[2], "1") })
+
 	// The old leader missed ~250 entries while the leader keeps only 16
 	// behind each 64-entry snapshot: it must catch up from a snapshot.
 	procs[0].start(t)
 	waitFor(t, "restarted node 1 caught up", 30*time.Second, func() error { return check(procs[0]) })
+	waitFor(t, "ServicesList shows the restarted mgmt running", 20*time.Second, func() error {
+		if err := mgmtStatus(procs[1], "1"); err == nil {
+			return errors.New("mgmt 1 still down")
+		} else if !strings.Contains(err.Error(), "is running") {
+			return err
+		}
+		return nil
+	})
 	fromSnapshot := false
 	for _, m := range regexp.MustCompile(`store restored from a snapshot","applied_index":(\d+)`).FindAllStringSubmatch(procs[0].logText(), -1) {
 		idx, _ := strconv.ParseUint(m[1], 10, 64)

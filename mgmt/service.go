@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"keel/mgmt/apiclient"
 	"keel/node"
 )
 
@@ -57,6 +58,8 @@ type Service struct {
 
 	lists listCache // encoded big listings by applied index
 
+	started time.Time
+
 	mu          sync.Mutex
 	seen        map[string]heartbeat // services' last heartbeats (leader only)
 	leaderSince time.Time
@@ -65,6 +68,8 @@ type Service struct {
 type heartbeat struct {
 	at         time.Time
 	generation int64
+	version    string
+	startTime  int64
 	open       []string // clients: volumes with open exports
 }
 
@@ -90,7 +95,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		return nil, fmt.Errorf("mgmt: %w", err)
 	}
 	cleanTemp(cfg.Dir)
-	s := &Service{cfg: cfg, log: cfg.Log, seen: map[string]heartbeat{}, fwd: &http.Client{Timeout: 30 * time.Second}}
+	s := &Service{cfg: cfg, log: cfg.Log, seen: map[string]heartbeat{}, fwd: &http.Client{Timeout: 30 * time.Second}, started: time.Now()}
 	var err error
 	if s.store, err = OpenStore(ctx, filepath.Join(cfg.Dir, "store.db")); err != nil {
 		return nil, err
@@ -204,6 +209,7 @@ func (s *Service) leaderLoop(ctx context.Context) {
 		}
 		if !s.IsLeader() {
 			wasLeader = false
+			s.heartbeatLeader(ctx)
 			continue
 		}
 		if !wasLeader {
@@ -218,6 +224,21 @@ func (s *Service) leaderLoop(ctx context.Context) {
 			}
 		}
 		s.leaderDuties(ctx)
+	}
+}
+
+// heartbeatLeader tells the leader this member is alive (ServicesList
+// shows mgmt members that stop doing so as down).
+func (s *Service) heartbeatLeader(ctx context.Context) {
+	leader, err := s.leaderAPI()
+	if err != nil {
+		return
+	}
+	c := apiclient.New(leader, s.cfg.Token)
+	c.HTTP.Timeout = 2 * time.Second
+	hb := HeartbeatDesc{Type: "mgmt", ID: s.cfg.NodeID, NodeID: s.cfg.NodeID, Version: node.Version, StartTime: s.started.Unix()}
+	if _, err := c.Post(ctx, "ServiceHeartbeat", hb, nil); err != nil {
+		s.log.Debug("mgmt heartbeat to the leader failed", "leader", leader, "err", err)
 	}
 }
 

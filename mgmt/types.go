@@ -682,9 +682,9 @@ func DecodeRequest(call string, body []byte) (any, error) {
 			return nil, err
 		}
 		switch r.Type {
-		case "server", "client", "bridge", "iscsi":
+		case "server", "client", "bridge", "iscsi", "mgmt":
 		default:
-			return nil, invalidParam("type", "%q is not one of server, client, bridge, iscsi", r.Type)
+			return nil, invalidParam("type", "%q is not one of server, client, bridge, iscsi, mgmt", r.Type)
 		}
 		if r.ID < 0 || r.ID > maxServerID {
 			return nil, invalidParam("id", "%d is out of range 0..%d", r.ID, maxServerID)
