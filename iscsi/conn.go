@@ -416,6 +416,7 @@ const (
 	tmfTargetCold    = 7
 	tmfTaskReassign  = 8
 	tmfComplete      = 0
+	tmfNoTask        = 1
 	tmfNoLUN         = 2
 	tmfNoReassign    = 4
 	tmfNotSupported  = 5
@@ -430,8 +431,8 @@ func (c *conn) taskManagement(p *PDU) {
 	tgt := c.ss.target
 	switch fn {
 	case tmfAbortTask:
-		if t := c.ss.findTask(p.u32(20)); t != nil {
-			t.abort()
+		if t := c.ss.findTask(p.u32(20)); t == nil || !t.abort() {
+			resp = tmfNoTask // completed (its status is sent or on its way) or never seen
 		}
 	case tmfAbortTaskSet, tmfClearTaskSet:
 		c.ss.abortTasks(func(t *task) bool { return t.lun == lun })

@@ -28,7 +28,10 @@ type task struct {
 	unsolEnd bool
 	r2ts     map[uint32]*r2tState // by target transfer tag
 	aborted  bool
-	r2tSN    uint32
+	// responding: the status is on its way; the task can no longer be
+	// aborted. aborted and responding exclude each other (both under mu).
+	responding bool
+	r2tSN      uint32
 }
 
 type r2tState struct {
@@ -111,8 +114,16 @@ func (c *conn) dataOut(p *PDU) error {
 	return nil
 }
 
-func (t *task) abort() {
+// abort stops the task unless its response is already on its way, and
+// reports whether it did: ABORT TASK answers "task does not exist" for a
+// task that completed, so an initiator never sees both a status and a
+// completed abort for one command.
+func (t *task) abort() bool {
 	t.mu.Lock()
+	if t.responding {
+		t.mu.Unlock()
+		return false
+	}
 	t.aborted = true
 	t.cond.Broadcast()
 	t.mu.Unlock()
@@ -121,12 +132,18 @@ func (t *task) abort() {
 		delete(t.c.tasks, t.itt)
 	}
 	t.c.mu.Unlock()
+	return true
 }
 
-func (t *task) isAborted() bool {
+// claimResponse marks the task as responding unless it was aborted.
+func (t *task) claimResponse() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.aborted
+	if t.aborted {
+		return false
+	}
+	t.responding = true
+	return true
 }
 
 func (t *task) done() {
@@ -203,7 +220,7 @@ func (t *task) run() {
 	} else {
 		resp = scsi.ExecuteOn(c.ss.target.LUs, t.lun, cmd)
 	}
-	if t.isAborted() {
+	if !t.claimResponse() {
 		return
 	}
 	t.respond(resp)

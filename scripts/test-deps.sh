@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages keel's tests drive as real peers, when a
 # command is missing. Run as root (CI is); otherwise it only reports.
-# Each line: a command the tests run, and the package that ships it.
+# Each line: a command the tests run (or a file they need, by its path),
+# and the package that ships it.
 set -euo pipefail
 
 needs=(
@@ -12,6 +13,7 @@ needs=(
 	"nbdkit nbdkit"
 	"iscsi-test-cu libiscsi-bin"
 	"iscsi-inq libiscsi-bin"
+	"/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so qemu-block-extra"
 	"tgtd tgt"
 	"ip iproute2"
 	"unshare util-linux"
@@ -22,7 +24,7 @@ needs=(
 missing=()
 for n in "${needs[@]}"; do
 	read -r cmd pkg <<<"$n"
-	if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then
+	if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -e "$cmd" ]; then
 		missing+=("$pkg")
 	fi
 done

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -61,12 +62,20 @@ func ModuleRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// NeedTool returns the path of an external tool. A missing tool fails the
-// test when CI=true (CI installs every tool, so missing is a defect there)
-// and skips it elsewhere.
+// NeedTool returns the path of an external tool (a command name, or the
+// path of a file such as a plugin module). A missing tool fails the test
+// when CI=true (CI installs every tool, so missing is a defect there) and
+// skips it elsewhere.
 func NeedTool(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
+	var p string
+	var err error
+	if strings.Contains(name, "/") {
+		p = name
+		_, err = os.Stat(name)
+	} else {
+		p, err = exec.LookPath(name)
+	}
 	if err == nil {
 		return p
 	}
