@@ -174,13 +174,14 @@ func (v *Volume) mutate(ctx context.Context, op wire.Op, e extent, data []byte, 
 	if err != nil {
 		return err
 	}
+	version := v.nextVersion()
 	errs := make([]error, len(reps))
 	var wg sync.WaitGroup
 	for i, r := range reps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = v.mutateReplica(ctx, r, op, e, data, fua)
+			errs[i] = v.mutateReplica(ctx, r, op, e, data, fua, version)
 		}()
 	}
 	wg.Wait()
@@ -226,9 +227,9 @@ func (v *Volume) markDown(ctx context.Context, disk uint32, cause error) error {
 	return nil
 }
 
-func (v *Volume) mutateReplica(ctx context.Context, r replica, op wire.Op, e extent, data []byte, fua bool) error {
+func (v *Volume) mutateReplica(ctx context.Context, r replica, op wire.Op, e extent, data []byte, fua bool, version uint64) error {
 	req := wire.Request{Op: op, Volume: v.layout.Layers[0], Index: e.index, Offset: e.offset,
-		Length: uint32(e.length), Token: v.layout.Token, Fence: v.layout.Fence, Data: data}
+		Length: uint32(e.length), Token: v.layout.Token, Fence: v.layout.Fence, Version: version, Data: data}
 	if fua {
 		req.Flags |= wire.FlagFUA
 	}

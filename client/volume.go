@@ -31,6 +31,7 @@ type Volume struct {
 	gate sync.RWMutex
 
 	stats Stats
+	seq   atomic.Uint64 // write sequence within this attachment
 
 	mu    sync.Mutex
 	down  map[uint32]bool     // disks committed down by mgmt while attached
@@ -107,6 +108,14 @@ type StatsSnapshot struct {
 func (v *Volume) Stats() StatsSnapshot {
 	return StatsSnapshot{ReadOps: v.stats.ReadOps.Load(), WriteOps: v.stats.WriteOps.Load(),
 		ReadBytes: v.stats.ReadBytes.Load(), WriteBytes: v.stats.WriteBytes.Load()}
+}
+
+// nextVersion returns the version of the next write: the same on every
+// replica, so that recovery can tell which blocks a returning replica
+// missed. It grows across attachments too, because every attachment has
+// a higher fencing token than the last.
+func (v *Volume) nextVersion() uint64 {
+	return v.layout.Token<<40 | v.seq.Add(1)&(1<<40-1)
 }
 
 // Lost returns the error that made the volume unusable (fenced), or nil.
