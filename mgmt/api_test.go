@@ -375,3 +375,22 @@ func TestServiceLiveness(t *testing.T) {
 		t.Fatalf("after a new heartbeat: server %s", s)
 	}
 }
+
+// TestNamesNeedingEscapes: names with '#', '@' and ':' reach the server
+// intact through the Go client.
+func TestNamesNeedingEscapes(t *testing.T) {
+	_, c := mustNewService(t)
+	addDisks(t, c, 1)
+	for _, name := range []string{"#hidden", "vm:1", "a.b-c_d"} {
+		mustPost(t, c, "VolumeCreate", map[string]any{"name": name, "size": 1 << 20, "replication": 1}, nil)
+		var v []VolumeDetail
+		if _, err := c.Get(context.Background(), "Volume/"+name, nil, &v); err != nil || v[0].Name != name {
+			t.Errorf("Volume/%s: %v %v", name, v, err)
+		}
+		snap := strings.TrimPrefix(name, "#") + "@1"
+		mustPost(t, c, "VolumeSnapshot/"+name, map[string]any{"name": snap}, nil)
+		if _, err := c.Get(context.Background(), "Snapshot/"+snap, nil, &v); err != nil || v[0].Name != snap {
+			t.Errorf("Snapshot/%s: %v", snap, err)
+		}
+	}
+}

@@ -74,7 +74,7 @@ type Reply struct {
 // Get calls a read call; args (may be nil) travel in ?json=. The data field
 // of the reply is decoded into out (may be nil).
 func (c *Client) Get(ctx context.Context, call string, args any, out any) (*Reply, error) {
-	u := c.BaseURL + "/ctrl/1.0/" + c.Prefix + call
+	u := c.BaseURL + "/ctrl/1.0/" + c.Prefix + escapePath(call)
 	if args != nil {
 		b, err := json.Marshal(args)
 		if err != nil {
@@ -100,7 +100,7 @@ func (c *Client) Post(ctx context.Context, call string, body any, out any) (*Rep
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/ctrl/1.0/"+c.Prefix+call, rd)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/ctrl/1.0/"+c.Prefix+escapePath(call), rd)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", call, err)
 	}
@@ -153,4 +153,14 @@ func (c *Client) do(req *http.Request, call string, out any) (*Reply, error) {
 		}
 	}
 	return &r, nil
+}
+
+// escapePath escapes each segment of "Call/arg": names may hold '#'
+// (volumes being deleted) or '?', which would otherwise end the path.
+func escapePath(call string) string {
+	parts := strings.Split(call, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
 }
