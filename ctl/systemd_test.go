@@ -16,15 +16,53 @@ import (
 	"keel/internal/systemdtest"
 )
 
-// The services of these tests run /bin/sleep: no long-running keel applet
-// exists yet to put in their place. The failing service runs the keel
-// binary under test with a missing file, so its journal holds keel's own
-// error message.
+// TestCtlVerbs runs the real keel applets of the binary under test
+// (keel_mgmt, keel_server, keel_client, Type=notify, on the test system's
+// own loopback); the promotion and stop-check tests, which need no real
+// service behind the units, run /bin/sleep. The failing service runs the
+// keel binary with a missing file, so its journal holds keel's own error.
 // Each records its stop in Dir/stopped: systemd forgets the timestamps of
 // a stopped unit once it unloads it.
 func longRunning(desc string) string {
-	return unitText(desc, "simple", "/bin/sleep infinity") +
-		"\n[Service]\nExecStopPost=/bin/sh -c 'echo %n >> " + systemdtest.Dir + "/stopped'\n"
+	return withStopRecord(unitText(desc, "simple", "/bin/sleep infinity"))
+}
+
+func withStopRecord(unit string) string {
+	return unit + "\n[Service]\nExecStopPost=/bin/sh -c 'echo %n >> " + systemdtest.Dir + "/stopped'\n"
+}
+
+// applet is a unit running a keel applet with the node's real
+// configuration (nodeConfig) and a state directory of its own.
+func applet(desc, role string) string {
+	return withStopRecord(unitText(desc, "notify", fmt.Sprintf("%s %s --config %s/node.toml --state-dir %s/state-%s",
+		systemdtest.Keel, role, systemdtest.Dir, systemdtest.Dir, role)))
+}
+
+// nodeConfig is the configuration of the applets: a one-voter mgmt, a
+// server without disks and a client, all on the test system's loopback.
+// keel_ctl itself reads keel.toml (configText), whose mgmt address may
+// differ, to test the stop check.
+func nodeConfig() string {
+	d := systemdtest.Dir
+	return fmt.Sprintf(`[node]
+id = 3
+roles = ["mgmt", "server", "client"]
+run_dir = "%[1]s/run"
+
+[mgmt]
+api_url = "http://127.0.0.1:8081"
+listen = "127.0.0.1:8081"
+raft_addr = "127.0.0.1:8082"
+token_file = "%[1]s/api-token"
+cluster_secret_file = "%[1]s/cluster-secret"
+
+[server]
+listen = "127.0.0.1:3749"
+socket = ""
+
+[client]
+dev_dir = "%[1]s/dev"
+`, d)
 }
 
 func unitText(desc, typ, exec string) string {
@@ -107,9 +145,9 @@ const (
 func bootNode(t *testing.T) *systemdtest.System {
 	s := systemdtest.Boot(t, systemdtest.Options{
 		Units: map[string]string{
-			mgmtUnit:   longRunning("keel management (test)"),
-			serverUnit: longRunning("keel server (test)"),
-			clientUnit: longRunning("keel client (test)"),
+			mgmtUnit:   applet("keel management", "mgmt"),
+			serverUnit: applet("keel storage server", "server"),
+			clientUnit: applet("keel block client", "client"),
 			// Type=notify: the start job fails when the process exits
 			// before it is ready.
 			bridgeUnit: unitText("keel bridge (test, fails)", "notify", systemdtest.Keel+" config check "+systemdtest.Dir+"/no-such.toml"),
@@ -117,7 +155,13 @@ func bootNode(t *testing.T) *systemdtest.System {
 		Journald: true,
 	})
 	s.WriteFile("keel.toml", configText(`"mgmt", "server", "client"`, nothingListens))
-	s.WriteFile("api-token", "test-token\n")
+	s.WriteFile("node.toml", nodeConfig())
+	// The cluster's identity, secret and API token, as on a first mgmt node.
+	init := s.Command(systemdtest.Keel, "cluster", "init", "--name", "ctltest", "--location", "lab",
+		"--config", systemdtest.Dir+"/node.toml", "--state-dir", systemdtest.Dir+"/state-mgmt")
+	if out, err := init.CombinedOutput(); err != nil {
+		t.Fatalf("keel cluster init: %v\n%s", err, out)
+	}
 	return s
 }
 
