@@ -366,7 +366,16 @@ func TestClusterFailover(t *testing.T) {
 	waitFor(t, "ServicesList shows the killed mgmt down", 20*time.Second, func() error { return mgmtStatus(procs[2], "1") })
 
 	// The old leader missed ~250 entries while the leader keeps only 16
-	// behind each 64-entry snapshot: it must catch up from a snapshot.
+	// behind each 64-entry snapshot: it must catch up from a snapshot. Wait
+	// until both survivors compacted their logs past what node 1 has.
+	waitFor(t, "the survivors snapshot past node 1's log", 30*time.Second, func() error {
+		for _, p := range procs[1:] {
+			if idx := newestSnapshot(p); idx < killIndex+64 {
+				return fmt.Errorf("node %d: newest snapshot at index %d, want > %d", p.id, idx, killIndex+64)
+			}
+		}
+		return nil
+	})
 	procs[0].start(t)
 	waitFor(t, "restarted node 1 caught up", 30*time.Second, func() error { return check(procs[0]) })
 	waitFor(t, "ServicesList shows the restarted mgmt running", 20*time.Second, func() error {
@@ -430,4 +439,18 @@ func TestClusterFailover(t *testing.T) {
 			t.Fatalf("read after write through follower %d: %v %v", p.id, names[name], err)
 		}
 	}
+}
+
+// newestSnapshot is the Raft index of the newest snapshot in a node's
+// snapshot store (directories named TERM-INDEX-MILLIS).
+func newestSnapshot(p *mgmtProc) uint64 {
+	dirs, _ := filepath.Glob(filepath.Join(p.dir, "state", "mgmt", "snapshots", "*-*-*"))
+	var best uint64
+	for _, d := range dirs {
+		parts := strings.Split(filepath.Base(d), "-")
+		if idx, err := strconv.ParseUint(parts[1], 10, 64); err == nil && idx > best && !strings.HasSuffix(d, ".tmp") {
+			best = idx
+		}
+	}
+	return best
 }
