@@ -511,3 +511,105 @@ func (c *Cluster) Stop() error {
 	}
 	return first
 }
+
+// API is the management API client of the demo (for tests and tools).
+func (c *Cluster) API() *apiclient.Client { return c.api }
+
+func (c *Cluster) find(role string, n int) *proc {
+	var found *proc
+	for _, p := range c.procs {
+		if p.role == role && p.node == n {
+			found = p // the latest start
+		}
+	}
+	return found
+}
+
+// Kill sends SIGKILL to keel_<role> of node n and waits for it to exit.
+func (c *Cluster) Kill(role string, n int) error {
+	p := c.find(role, n)
+	if p == nil {
+		return fmt.Errorf("demo: no keel_%s on node %d", role, n)
+	}
+	p.cmd.Process.Kill()
+	err := <-p.done
+	p.done <- err
+	return nil
+}
+
+// Restart starts keel_<role> of node n again (after Kill) and returns its
+// PID; it does not wait for the process to be ready.
+func (c *Cluster) Restart(role string, n int) (int, error) {
+	if p := c.find(role, n); p != nil {
+		select {
+		case err := <-p.done:
+			p.done <- err
+		default:
+			return 0, fmt.Errorf("demo: keel_%s of node %d is still running", role, n)
+		}
+	}
+	p, err := c.start(role, n)
+	if err != nil {
+		return 0, err
+	}
+	return p.cmd.Process.Pid, nil
+}
+
+// ClientNode is a block client started by AddClient.
+type ClientNode struct {
+	ID      int
+	PID     int
+	NBDAddr string // loopback TCP address serving its exports by name
+	RunDir  string // its NBD sockets are RunDir/nbd/<globalId>.sock
+}
+
+// AddClient starts one more keel_client, as node n (n > the number of
+// servers), with its own config, run directory and NBD port, and returns
+// once it has synced with mgmt.
+func (c *Cluster) AddClient(ctx context.Context, n int) (*ClientNode, error) {
+	o := c.o
+	if n <= o.Servers {
+		return nil, fmt.Errorf("demo: node %d is a server node; pick an id above %d", n, o.Servers)
+	}
+	free, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	run := filepath.Join(o.nodeDir(n), "run")
+	cfg := fmt.Sprintf(`# keel demo client node %[1]d (written by keel demo)
+[node]
+id = %[1]d
+name = "demo-n%[1]d"
+roles = ["client"]
+run_dir = %[2]q
+
+[mgmt]
+api_url = "http://127.0.0.1:%[3]d"
+token_file = %[4]q
+cluster_secret_file = %[5]q
+
+[client]
+dev_dir = %[6]q
+nbd_listen = "127.0.0.1:%[7]d"
+`, n, run, c.ports.API, o.tokenFile(), o.secretFile(), filepath.Join(o.nodeDir(n), "dev"), free[0])
+	if err := os.MkdirAll(o.nodeDir(n), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(o.configOf(n), []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	stats := filepath.Join(run, "client-stats.json")
+	os.Remove(stats)
+	p, err := c.start("client", n)
+	if err != nil {
+		return nil, err
+	}
+	// The client writes its stats after every successful sync with mgmt.
+	if err := c.waitFor(ctx, fmt.Sprintf("client %d", n), p, 30*time.Second, func() (bool, error) {
+		_, err := os.Stat(stats)
+		return err == nil, err
+	}); err != nil {
+		return nil, err
+	}
+	return &ClientNode{ID: n, PID: p.cmd.Process.Pid, NBDAddr: fmt.Sprintf("127.0.0.1:%d", free[0]), RunDir: run}, nil
+}
