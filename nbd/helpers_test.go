@@ -257,3 +257,5 @@ func isClosed(nc net.Conn) bool {
 	_, err := nc.Read(make([]byte, 1))
 	return errors.Is(err, io.EOF)
 }
+
+func dialUnix(sock string) (net.Conn, error) { return net.Dial("unix", sock) }

@@ -100,16 +100,24 @@ func (e *Export) Fail(cause error) {
 		return
 	}
 	e.failed = cause
+	e.mu.Unlock()
+	e.cancel()
+	if errors.Is(cause, ErrShutdown) {
+		e.disconnect()
+	}
+}
+
+// disconnect makes every connection of a failed export stop taking
+// requests and close once those in flight are answered.
+func (e *Export) disconnect() {
+	e.mu.Lock()
 	conns := make([]*conn, 0, len(e.conns))
 	for c := range e.conns {
 		conns = append(conns, c)
 	}
 	e.mu.Unlock()
-	e.cancel()
-	if errors.Is(cause, ErrShutdown) {
-		for _, c := range conns {
-			c.stopReading()
-		}
+	for _, c := range conns {
+		c.stopReading()
 	}
 }
 
@@ -199,7 +207,10 @@ func (s *Server) RemoveExport(ctx context.Context, name string, force bool) erro
 	}
 	delete(s.exports, name)
 	s.mu.Unlock()
+	// An export fenced earlier keeps its first cause; its clients are
+	// disconnected all the same.
 	e.Fail(ErrShutdown)
+	e.disconnect()
 	return waitGroupCtx(ctx, &e.connWG)
 }
 
@@ -283,6 +294,7 @@ func (s *Server) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	for _, e := range exports {
 		e.Fail(ErrShutdown)
+		e.disconnect()
 	}
 	for _, c := range conns {
 		c.stopReading()
