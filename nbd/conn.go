@@ -80,6 +80,11 @@ func (c *conn) serve() {
 	if e == nil {
 		return
 	}
+	c.run(e)
+}
+
+// run serves the transmission phase on export e.
+func (c *conn) run(e *Export) {
 	if err := e.bind(c); err != nil {
 		c.log.Info("nbd: export closed during handshake", "export", e.name, "err", err)
 		return
@@ -90,7 +95,7 @@ func (c *conn) serve() {
 	defer c.cancel()
 	c.log = c.log.With("export", e.name)
 	c.log.Debug("nbd: client connected", "structured", c.structured, "base_allocation", c.metaAlloc)
-	err = c.transmit()
+	err := c.transmit()
 	c.inflight.Wait()
 	c.logEnd("client disconnected", err)
 }
