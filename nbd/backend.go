@@ -43,6 +43,8 @@ var (
 	ErrNoExport = errors.New("no such export")
 	// ErrExportBusy: the export still has open connections.
 	ErrExportBusy = errors.New("export is open")
+	// ErrNoKernelNBD: the kernel has no nbd driver (module not loaded).
+	ErrNoKernelNBD = errors.New("kernel has no nbd driver")
 	// ErrServerClosed: Serve called on a closed server.
 	ErrServerClosed = errors.New("nbd server closed")
 
