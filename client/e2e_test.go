@@ -110,13 +110,13 @@ type fioResult struct {
 	} `json:"jobs"`
 }
 
-// fioVerify writes a region with crc32c verify headers and reads it back
+// fioArgs: fio writes a region with crc32c verify headers and reads it back
 // checked (fio's nbd engine, queue depth 16). It returns fio's parsed
 // result and its text output (verify failures show up as "verify:" lines
 // and a non-zero exit).
 func fioArgs(uri string, extra ...string) []string {
 	return append([]string{"--name=e2e", "--ioengine=nbd", "--uri=" + uri, "--rw=randwrite", "--bs=4k",
-		"--iodepth=16", "--size=64m", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1",
+		"--iodepth=16", "--size=64m", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0",
 		"--output-format=json", "--group_reporting"}, extra...)
 }
 
