@@ -3,7 +3,7 @@ package node
 // MgmtConfig configures the management service (Raft member and JSON API)
 // and how other applets reach it ([mgmt]).
 type MgmtConfig struct {
-	APIURL            string   `toml:"api_url" help:"base URL of the management API that applets and the CLI call"`
+	APIURL            string   `toml:"api_url" help:"base URL of the management API that applets and the CLI call; a comma-separated list of every mgmt node lets them move on when one is down"`
 	TokenFile         string   `toml:"token_file" help:"file holding the API token (created 0600 by keel cluster init)"`
 	ClusterSecretFile string   `toml:"cluster_secret_file" help:"file holding the cluster secret (hex, 0600): HMAC key of the Raft transport and the data-path handshake; written by keel cluster init/join"`
 	Listen            string   `toml:"listen" help:"address the management API listens on (host:port)"`

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -34,19 +36,37 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Name, e.Descr)
 }
 
-// Client talks to one API endpoint.
+// Client talks to the management API. It knows every mgmt node it was
+// given and sends each request to the one that last answered, moving on
+// to the next when a node cannot be reached: any node answers (writes are
+// forwarded to the leader), so losing one mgmt node loses no caller.
 type Client struct {
-	BaseURL string // e.g. http://127.0.0.1:8081
-	Token   string
-	HTTP    *http.Client
+	// BaseURL is the node requests go to first (e.g. http://127.0.0.1:8081).
+	BaseURL string
+	// Others are further nodes, tried in turn when BaseURL cannot be
+	// reached.
+	Others []string
+	Token  string
+	HTTP   *http.Client
+	mu     sync.Mutex // guards BaseURL and Others across concurrent calls
 	// Prefix selects the variant: "" for this cluster, "MultiCluster/" or
 	// "RemoteCommand/<cluster>/".
 	Prefix string
 }
 
-// New returns a client with a sane timeout.
-func New(baseURL, token string) *Client {
-	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTP: &http.Client{Timeout: 60 * time.Second}}
+// New returns a client with a sane timeout. baseURLs is one URL or a
+// comma-separated list of the mgmt nodes' URLs.
+func New(baseURLs, token string) *Client {
+	var urls []string
+	for _, u := range strings.Split(baseURLs, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		urls = []string{""}
+	}
+	return &Client{BaseURL: urls[0], Others: urls[1:], Token: token, HTTP: &http.Client{Timeout: 60 * time.Second}}
 }
 
 // ReadToken reads an API token file (one line).
@@ -74,19 +94,48 @@ type Reply struct {
 // Get calls a read call; args (may be nil) travel in ?json=. The data field
 // of the reply is decoded into out (may be nil).
 func (c *Client) Get(ctx context.Context, call string, args any, out any) (*Reply, error) {
-	u := c.BaseURL + "/ctrl/1.0/" + c.Prefix + escapePath(call)
+	path := "/ctrl/1.0/" + c.Prefix + escapePath(call)
 	if args != nil {
 		b, err := json.Marshal(args)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", call, err)
 		}
-		u += "?json=" + url.QueryEscape(string(b))
+		path += "?json=" + url.QueryEscape(string(b))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", call, err)
+	return c.each(call, false, func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	}, out)
+}
+
+// each sends the request built for each node in turn, starting with
+// BaseURL, until one answers; the node that answered becomes BaseURL. A
+// read moves on after any transport error; a write only when the node
+// could not be connected to, since a write whose connection broke later
+// may have been applied.
+func (c *Client) each(call string, write bool, build func(base string) (*http.Request, error), out any) (*Reply, error) {
+	c.mu.Lock()
+	nodes := append([]string{c.BaseURL}, c.Others...)
+	c.mu.Unlock()
+	var last error
+	for i, base := range nodes {
+		req, err := build(base)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", call, err)
+		}
+		r, err := c.do(req, call, out)
+		var op *net.OpError
+		switch {
+		case err == nil && i > 0:
+			c.mu.Lock()
+			c.BaseURL, c.Others = base, append(append([]string{}, nodes[i+1:]...), nodes[:i]...)
+			c.mu.Unlock()
+		case errors.Is(err, ErrUnreachable) && (!write || errors.As(err, &op) && op.Op == "dial"):
+			last = err
+			continue
+		}
+		return r, err
 	}
-	return c.do(req, call, out)
+	return nil, last
 }
 
 // Post calls a write call with a JSON body; the reply's data (or, for
@@ -100,12 +149,17 @@ func (c *Client) Post(ctx context.Context, call string, body any, out any) (*Rep
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/ctrl/1.0/"+c.Prefix+escapePath(call), rd)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", call, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	return c.do(req, call, out)
+	path := "/ctrl/1.0/" + c.Prefix + escapePath(call)
+	return c.each(call, true, func(base string) (*http.Request, error) {
+		if s, ok := rd.(io.Seeker); ok {
+			s.Seek(0, io.SeekStart)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, rd)
+		if err == nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		return req, err
+	}, out)
 }
 
 func (c *Client) do(req *http.Request, call string, out any) (*Reply, error) {
@@ -114,7 +168,7 @@ func (c *Client) do(req *http.Request, call string, out any) (*Reply, error) {
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", call, ErrUnreachable, err)
+		return nil, fmt.Errorf("%s: %w: %w", call, ErrUnreachable, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
