@@ -40,10 +40,16 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// wmu serialises replies: each reply is written whole, so replies of
-	// concurrent requests never interleave on the socket.
-	wmu  sync.Mutex
-	werr error // first write error; later replies are dropped
+	// Replies are queued whole and written by one goroutine at a time
+	// (the sender that found no writer busy), which batches whatever
+	// queued up meanwhile into one writev. Replies therefore never
+	// interleave on the socket, and at high queue depth many replies
+	// share one system call.
+	wmu     sync.Mutex
+	queue   []outReply
+	spare   []outReply
+	writing bool
+	werr    error // first write error; later replies are dropped
 
 	inflight sync.WaitGroup
 	budget   *semaphore.Weighted
@@ -200,7 +206,7 @@ func (c *conn) handle(req request, payload []byte) {
 		c.replyError(req, c.cause(err))
 		return
 	}
-	c.send(appendSimpleReply(nil, 0, req.handle))
+	c.send(nil, appendSimpleReply(nil, 0, req.handle))
 }
 
 // cause is the error to report for a failed backend call: the export's
@@ -279,23 +285,24 @@ func (c *conn) check(req request) error {
 // as all zeroes goes back as one OFFSET_HOLE chunk instead of its bytes.
 func (c *conn) read(req request) {
 	buf := getBuf(int(req.length))
-	defer putBuf(buf)
 	if err := c.export.backend.ReadAt(c.ctx, buf, int64(req.offset)); err != nil {
+		putBuf(buf)
 		c.replyError(req, c.cause(err))
 		return
 	}
 	if !c.structured {
-		c.send(appendSimpleReply(nil, 0, req.handle), buf)
+		c.send(buf, appendSimpleReply(nil, 0, req.handle), buf)
 		return
 	}
 	if allZero(buf) {
+		putBuf(buf)
 		h := appendStructReply(nil, replyFlagDone, replyTypeOffsetHole, req.handle, 12)
 		h = binary.BigEndian.AppendUint64(h, req.offset)
-		c.send(binary.BigEndian.AppendUint32(h, req.length))
+		c.send(nil, binary.BigEndian.AppendUint32(h, req.length))
 		return
 	}
 	h := appendStructReply(nil, replyFlagDone, replyTypeOffsetData, req.handle, 8+req.length)
-	c.send(binary.BigEndian.AppendUint64(h, req.offset), buf)
+	c.send(buf, binary.BigEndian.AppendUint64(h, req.offset), buf)
 }
 
 // maxExtents bounds the descriptors of one BLOCK_STATUS reply; the
@@ -335,7 +342,7 @@ func (c *conn) blockStatus(req request) {
 		return
 	}
 	h := appendStructReply(nil, replyFlagDone, replyTypeBlockStatus, req.handle, uint32(len(p)))
-	c.send(h, p)
+	c.send(nil, h, p)
 }
 
 // replyError answers req with an error: a structured ERROR chunk carrying
@@ -345,7 +352,7 @@ func (c *conn) replyError(req request, err error) {
 	errno := errnoOf(err)
 	c.log.Debug("nbd: request failed", "cmd", req.typ, "offset", req.offset, "length", req.length, "errno", errno, "err", err)
 	if !c.structured {
-		c.send(appendSimpleReply(nil, errno, req.handle))
+		c.send(nil, appendSimpleReply(nil, errno, req.handle))
 		return
 	}
 	msg := err.Error()
@@ -355,22 +362,53 @@ func (c *conn) replyError(req request, err error) {
 	h := appendStructReply(nil, replyFlagDone, replyTypeError, req.handle, uint32(6+len(msg)))
 	h = binary.BigEndian.AppendUint32(h, errno)
 	h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
-	c.send(append(h, msg...))
+	c.send(nil, append(h, msg...))
 }
 
-// send writes one whole reply. After a write error the connection is
-// closed, which also ends the reader.
-func (c *conn) send(parts ...[]byte) {
+// outReply is one queued reply: its parts, and a pooled buffer to return
+// once they are written.
+type outReply struct {
+	parts   [][]byte
+	release []byte
+}
+
+// send queues one whole reply. It returns at once when another goroutine
+// is writing (that one writes this reply too); release, if not nil, goes
+// back to the buffer pool once written. After a write error the
+// connection is closed, which also ends the reader.
+func (c *conn) send(release []byte, parts ...[]byte) {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.werr != nil {
+	c.queue = append(c.queue, outReply{parts: parts, release: release})
+	if c.writing {
+		c.wmu.Unlock()
 		return
 	}
-	bufs := net.Buffers(parts)
-	if _, err := bufs.WriteTo(c.nc); err != nil {
-		c.werr = err
-		c.nc.Close()
+	c.writing = true
+	for len(c.queue) > 0 {
+		q := c.queue
+		c.queue = c.spare[:0]
+		c.wmu.Unlock()
+		var bufs net.Buffers
+		for _, r := range q {
+			bufs = append(bufs, r.parts...)
+		}
+		if c.werr == nil {
+			if _, err := bufs.WriteTo(c.nc); err != nil {
+				c.werr = err
+				c.nc.Close()
+			}
+		}
+		for i, r := range q {
+			if r.release != nil {
+				putBuf(r.release)
+			}
+			q[i] = outReply{}
+		}
+		c.wmu.Lock()
+		c.spare = q[:0]
 	}
+	c.writing = false
+	c.wmu.Unlock()
 }
 
 // allZero reports whether b holds only zero bytes.
