@@ -392,6 +392,7 @@ func TestFencingFailsFio(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, fio, "--name=fenced", "--ioengine=nbd", "--uri="+ts.uri("disk"),
 		"--rw=randwrite", "--bs=4k", "--iodepth=8", "--size=64M", "--time_based", "--runtime=30")
+	cmd.Dir = t.TempDir()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
