@@ -131,10 +131,15 @@ func TestE2EFencing(t *testing.T) {
 		t.Errorf("the first client's write failed with %v, want an NBD EIO reply", ar.err)
 	}
 	t.Logf("writer A: %d blocks acknowledged, write of block %d (seq %d) failed: %v", len(ar.acked), ar.failed, ar.seq, ar.err)
-	// It was the servers' fence that refused it (not only a detach).
+	// Once resumed, the first client learns it lost the volume one of two
+	// ways, whichever comes first: a server refuses its stale token, or its
+	// own sync with mgmt finds the attachment forced away while the export
+	// is open. Both end in EIO for its users (checked above); that servers
+	// refuse a stale token is shown deterministically by TestVolumeFenced.
 	clog, _ := os.ReadFile(filepath.Join(env["KEEL_DEMO_DIR"], "node1", "log", "client.log"))
-	if !strings.Contains(string(clog), "volume lost: another attachment took it over") {
-		t.Errorf("the first client never saw a server refuse its fencing token")
+	if !strings.Contains(string(clog), "volume lost: another attachment took it over") &&
+		!strings.Contains(string(clog), "volume detached while open") {
+		t.Errorf("the first client's log shows neither a fenced write nor a forced detach of the open export")
 	}
 	// Its later writes fail too (the export is lost, or gone).
 	if err := a.WriteAt(block("A", 0, 0), base, false); err == nil {

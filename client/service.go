@@ -157,21 +157,28 @@ func (s *Service) sync(ctx context.Context) error {
 		}
 		disks[uint32(id)] = d
 	}
+	seen := map[string]bool{}
+	for _, vl := range cv.Volumes {
+		seen[vl.GlobalID] = true
+	}
+	// Detach first, while the disk map still has the detached volumes'
+	// disks for their last flush.
+	for gid, a := range s.vols {
+		if !seen[gid] {
+			s.detach(ctx, gid, a)
+		}
+	}
 	s.mu.Lock()
 	s.disks = disks
 	s.mu.Unlock()
-	seen := map[string]bool{}
 	var errs []error
 	for _, vl := range cv.Volumes {
-		seen[vl.GlobalID] = true
 		if err := s.apply(ctx, vl); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	for gid, a := range s.vols {
-		if !seen[gid] {
-			s.detach(ctx, gid, a)
-		} else if err := a.vol.Lost(); err != nil && !a.failed {
+	for _, a := range s.vols {
+		if err := a.vol.Lost(); err != nil && !a.failed {
 			a.failed = true
 			a.export.Fail(fmt.Errorf("%w: %v", nbd.ErrVolumeLost, err))
 			if a.tcpExp != nil {
@@ -298,10 +305,21 @@ func (s *Service) attach(vl apiclient.VolumeLayout, l Layout) error {
 }
 
 // detach stops serving a volume mgmt no longer attaches here. mgmt refuses
-// to detach an export this client reports open unless forced, so the
-// connections still open here were forced off.
+// to detach an export this client reports open unless forced, so users
+// still connected are losing the volume (it was forced away, or taken over
+// by another client): they get EIO, as for a fenced volume, not a clean
+// shutdown. Their connections are waited for only briefly; a failed export
+// answers nothing but errors until they hang up.
 func (s *Service) detach(ctx context.Context, gid string, a *attachment) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if a.export.Conns() > 0 || (a.tcpExp != nil && a.tcpExp.Conns() > 0) {
+		lost := fmt.Errorf("%w: detached from client %d by force", nbd.ErrVolumeLost, s.o.ClientID)
+		a.export.Fail(lost)
+		if a.tcpExp != nil {
+			a.tcpExp.Fail(lost)
+		}
+		s.log.Warn("volume detached while open: its users get I/O errors", "volume", a.name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if a.tcpExp != nil {
 		s.tcp.RemoveExport(ctx, a.name, true)
