@@ -63,18 +63,15 @@ const (
 
 // loginState is the state of one connection's login phase.
 type loginState struct {
-	kv           map[string]string
-	initiator    string
-	targetName   string
-	discovery    bool
-	alias        string
-	authDone     bool
-	chapID       byte
-	chapChal     []byte
-	chapAsked    bool
-	securityDone bool
-	p            params
-	offered      map[string]bool // keys answered already
+	initiator  string
+	targetName string
+	discovery  bool
+	authDone   bool
+	chapID     byte
+	chapChal   []byte
+	chapAsked  bool
+	p          params
+	offered    map[string]bool // keys answered already
 }
 
 // negotiate answers the operational keys of one login request.

@@ -55,7 +55,8 @@ func (d *fileDevice) setDataOffset(off int64) { d.directFrom = off }
 
 const directAlign = 4096
 
-var bouncePool = sync.Pool{New: func() any { return alignedBuf(MaxDirectIO) }}
+// bouncePool holds *[]byte (a pointer, so Put does not allocate).
+var bouncePool = sync.Pool{New: func() any { b := alignedBuf(MaxDirectIO); return &b }}
 
 // MaxDirectIO is the largest direct I/O done through a bounce buffer.
 const MaxDirectIO = 4 << 20
@@ -81,8 +82,9 @@ func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
 	if aligned(b) {
 		return d.direct.ReadAt(b, off)
 	}
-	bb := bouncePool.Get().([]byte)
-	defer bouncePool.Put(bb)
+	bp := bouncePool.Get().(*[]byte)
+	defer bouncePool.Put(bp)
+	bb := *bp
 	n, err := d.direct.ReadAt(bb[:len(b)], off)
 	copy(b, bb[:n])
 	return n, err
@@ -95,8 +97,9 @@ func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 	if aligned(b) {
 		return d.direct.WriteAt(b, off)
 	}
-	bb := bouncePool.Get().([]byte)
-	defer bouncePool.Put(bb)
+	bp := bouncePool.Get().(*[]byte)
+	defer bouncePool.Put(bp)
+	bb := *bp
 	copy(bb, b)
 	return d.direct.WriteAt(bb[:len(b)], off)
 }
