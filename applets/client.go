@@ -2,11 +2,9 @@ package applets
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"keel/client"
-	"keel/mgmt/apiclient"
 	"keel/node"
 	"keel/wire"
 )
@@ -54,17 +52,13 @@ func (c *ClientApplet) Run(env *Env) error {
 	if err != nil {
 		return err
 	}
-	tok, err := apiclient.ReadToken(cfg.Mgmt.TokenFile)
+	api, err := apiClient(env)
 	if err != nil {
 		return err
 	}
-	name := cfg.Node.Name
-	if name == "" {
-		name, _ = os.Hostname()
-	}
 	svc := client.NewService(client.ServiceOptions{
-		ClientID: uint32(cfg.Node.ID), Name: name, Version: node.Version,
-		API: apiclient.New(cfg.Mgmt.APIURL, tok), Secret: secret,
+		ClientID: uint32(cfg.Node.ID), Name: cfg.Node.DisplayName(), Version: node.Version,
+		API: api, Secret: secret,
 		RunDir: cfg.Node.RunDir, DevDir: cfg.Client.DevDir, TCPListen: cfg.Client.NBDListen,
 		Poll: time.Duration(cfg.Client.PollInterval), Timeout: time.Duration(cfg.Client.IOTimeout),
 		Conns: cfg.Client.Connections, Log: env.Log,

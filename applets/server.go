@@ -3,7 +3,6 @@ package applets
 import (
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"keel/mgmt/apiclient"
@@ -63,12 +62,8 @@ func (c *ServerApplet) Run(env *Env) error {
 			unique = append(unique, d)
 		}
 	}
-	name := cfg.Node.Name
-	if name == "" {
-		name, _ = os.Hostname()
-	}
 	opts := server.Options{Disks: unique, Listen: cfg.Server.Listen, Socket: cfg.Server.Socket, Secret: secret,
-		NodeID: uint32(cfg.Node.ID), Name: name, Concurrency: cfg.Server.Concurrency, DirectIO: cfg.Server.DirectIO,
+		NodeID: uint32(cfg.Node.ID), Name: cfg.Node.DisplayName(), Concurrency: cfg.Server.Concurrency, DirectIO: cfg.Server.DirectIO,
 		DiskTimeout:   time.Duration(cfg.Server.DiskTimeout),
 		FlushInterval: time.Duration(cfg.Server.FlushEvery), Log: env.Log,
 		HeartbeatInterval: time.Duration(cfg.Mgmt.HeartbeatInterval), Version: node.Version,

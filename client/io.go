@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"keel/nbd"
 	"keel/wire"
@@ -53,17 +54,32 @@ func parallel(exts []extent, f func(extent) error) error {
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	v.gate.RLock()
 	defer v.gate.RUnlock()
-	if err := v.checkLost(); err != nil {
+	if err := v.admit(ctx, false, len(p), &v.stats.ReadOps, &v.stats.ReadBytes); err != nil {
 		return err
 	}
-	if err := v.limit.wait(ctx, len(p)); err != nil {
-		return err
-	}
-	v.stats.ReadOps.Add(1)
-	v.stats.ReadBytes.Add(int64(len(p)))
 	return parallel(v.split(off, len(p)), func(e extent) error {
 		return v.readExtent(ctx, e, p[e.pos:e.pos+e.length])
 	})
+}
+
+// admit lets one request in (the caller holds the gate): refused for a
+// write to a read-only volume and for a lost volume, delayed by the
+// volume's limits, then counted (bytes may be nil).
+func (v *Volume) admit(ctx context.Context, write bool, n int, ops, bytes *atomic.Int64) error {
+	if write && v.layout.ReadOnly {
+		return nbd.ErrReadOnly
+	}
+	if err := v.checkLost(); err != nil {
+		return err
+	}
+	if err := v.limit.wait(ctx, n); err != nil {
+		return err
+	}
+	ops.Add(1)
+	if bytes != nil {
+		bytes.Add(int64(n))
+	}
+	return nil
 }
 
 func (v *Volume) readExtent(ctx context.Context, e extent, buf []byte) error {
@@ -116,17 +132,9 @@ func (v *Volume) readReplica(ctx context.Context, r replica, e extent, buf []byt
 func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
 	v.gate.RLock()
 	defer v.gate.RUnlock()
-	if v.layout.ReadOnly {
-		return nbd.ErrReadOnly
-	}
-	if err := v.checkLost(); err != nil {
+	if err := v.admit(ctx, true, len(p), &v.stats.WriteOps, &v.stats.WriteBytes); err != nil {
 		return err
 	}
-	if err := v.limit.wait(ctx, len(p)); err != nil {
-		return err
-	}
-	v.stats.WriteOps.Add(1)
-	v.stats.WriteBytes.Add(int64(len(p)))
 	return parallel(v.split(off, len(p)), func(e extent) error {
 		return v.mutate(ctx, wire.OpWrite, e, p[e.pos:e.pos+e.length], fua)
 	})
@@ -147,13 +155,7 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroF
 func (v *Volume) zero(ctx context.Context, op wire.Op, off, length int64, fua bool) error {
 	v.gate.RLock()
 	defer v.gate.RUnlock()
-	if v.layout.ReadOnly {
-		return nbd.ErrReadOnly
-	}
-	if err := v.checkLost(); err != nil {
-		return err
-	}
-	if err := v.limit.wait(ctx, 0); err != nil {
+	if err := v.admit(ctx, true, 0, &v.stats.WriteOps, nil); err != nil {
 		return err
 	}
 	var exts []extent

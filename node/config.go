@@ -39,6 +39,15 @@ type NodeConfig struct {
 	RunDir string   `toml:"run_dir" help:"runtime directory for sockets and pid files"`
 }
 
+// DisplayName is the node's name: node.name, or the host name when unset.
+func (n NodeConfig) DisplayName() string {
+	if n.Name != "" {
+		return n.Name
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
 // Origin says where an effective configuration value came from.
 type Origin struct {
 	Source string // "default", a file path, or "env"
