@@ -533,19 +533,46 @@ func (s *Store) writeChunk(o *object, idx, b0 int, data []byte, crcs []uint32, v
 	if err != nil {
 		return err
 	}
-	if _, err := s.dev.WriteAt(data, s.dataOff(au, b0)); err != nil {
-		return s.fail(err)
+	// A block that already holds a newer version keeps it: replicas that
+	// got two overlapping writes in different orders end up alike, and a
+	// write delayed past a recovery copy cannot undo it. The stripe lock
+	// keeps other writes of this AU out; zeroing takes only mu, so the
+	// versions are checked again when the metadata is recorded.
+	for i := 0; i < len(crcs); {
+		if !s.older(au, b0+i, version) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(crcs) && s.older(au, b0+j, version) {
+			j++
+		}
+		if _, err := s.dev.WriteAt(data[i*BlockSize:j*BlockSize], s.dataOff(au, b0+i)); err != nil {
+			return s.fail(err)
+		}
+		s.mu.Lock()
+		m := &s.aus[au]
+		for k := i; k < j; k++ {
+			if m.vers[b0+k] > version {
+				continue // zeroed meanwhile by a newer request
+			}
+			m.states[b0+k] = BlockData
+			m.crcs[b0+k] = crcs[k]
+			m.vers[b0+k] = version
+		}
+		s.dirtyAU[au] = struct{}{}
+		s.mu.Unlock()
+		i = j
 	}
-	s.mu.Lock()
-	m := &s.aus[au]
-	for i, c := range crcs {
-		m.states[b0+i] = BlockData
-		m.crcs[b0+i] = c
-		m.vers[b0+i] = version
-	}
-	s.dirtyAU[au] = struct{}{}
-	s.mu.Unlock()
 	return nil
+}
+
+// older reports whether block b of au holds a version below version, so
+// that a write of version may replace it.
+func (s *Store) older(au int32, b int, version uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.aus[au].vers[b] < version
 }
 
 // WriteZeroes makes the range read as zeros, also over a parent, and frees
@@ -585,7 +612,7 @@ func (s *Store) clearRange(id ObjectID, off uint64, n int, version uint64, unwri
 		s.mu.Unlock()
 		st.Lock()
 		s.mu.Lock()
-		err := s.zeroChunk(o, idx, b0, k, state, version)
+		err := s.zeroChunk(o, idx, b0, k, state, version, !unwrite)
 		st.Unlock()
 		if err != nil {
 			return err
@@ -596,10 +623,11 @@ func (s *Store) clearRange(id ObjectID, off uint64, n int, version uint64, unwri
 }
 
 // zeroChunk sets blocks [b0, b0+k) of AU index idx to state (zero or
-// unwritten). An AU left without data or zero blocks is freed; its blocks'
-// versions go with it (a replica compares them as 0). Caller holds the
-// stripe and mu.
-func (s *Store) zeroChunk(o *object, idx, b0, k int, state uint8, version uint64) error {
+// unwritten); with keepNewer, blocks holding a newer version than this
+// request keep it, as in writeChunk. An AU left without data or zero
+// blocks is freed; its blocks' versions go with it (a replica compares
+// them as 0). Caller holds the stripe and mu.
+func (s *Store) zeroChunk(o *object, idx, b0, k int, state uint8, version uint64, keepNewer bool) error {
 	au := o.aus[idx]
 	if au < 0 {
 		if state == BlockUnwritten {
@@ -612,6 +640,9 @@ func (s *Store) zeroChunk(o *object, idx, b0, k int, state uint8, version uint64
 	}
 	m := &s.aus[au]
 	for i := b0; i < b0+k; i++ {
+		if keepNewer && m.vers[i] > version {
+			continue
+		}
 		m.states[i] = state
 		m.crcs[i] = 0
 		m.vers[i] = version
@@ -1150,7 +1181,7 @@ func (s *Store) applyBlocks(id ObjectID, blk int, states []uint8, vers []uint64,
 			st := s.stripeOf(o.inc, idx)
 			st.Lock()
 			s.mu.Lock()
-			err := s.zeroChunk(o, idx, b0, j-i, states[i], vers[i])
+			err := s.zeroChunk(o, idx, b0, j-i, states[i], vers[i], false)
 			s.mu.Unlock()
 			st.Unlock()
 			if err != nil {
