@@ -1,0 +1,459 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"sync"
+	"time"
+
+	"keel/wire"
+)
+
+// Scrubbing: a job per disk reads every data block of every object AU by
+// AU, verifies its CRC32C, and rewrites a bad block from a good replica of
+// its object. It is rate-limited, can be paused, and continues from its
+// position (after a pause, or after a restart from the position it last
+// reported to mgmt).
+
+// ErrStaleCopy means a replica's copy of a block is older than the
+// block it should repair: it cannot be used.
+var ErrStaleCopy = errors.New("replica's copy is older than the local block")
+
+// DefaultScrubRate is a scrub's read rate when none is configured: low
+// enough that client I/O keeps the disk.
+const DefaultScrubRate = 64 << 20
+
+// ScrubPosition is where a scrub continues: an object-table slot and an
+// AU index of that slot's object. Slots are walked in order, so a resumed
+// job does not read again what it verified; an object created meanwhile
+// in a slot behind the position holds new data, checked by the next job.
+type ScrubPosition struct {
+	Slot int `json:"slot"`
+	AU   int `json:"au"`
+}
+
+func (p ScrubPosition) String() string { return fmt.Sprintf("%d/%d", p.Slot, p.AU) }
+
+// ScrubStep is what one step of a scrub read.
+type ScrubStep struct {
+	Next   ScrubPosition // where the next step starts
+	Done   bool          // no allocated AU was left at or after the position
+	Bytes  uint64        // bytes read
+	Blocks uint64        // data blocks verified
+	Bad    []BadBlock
+}
+
+// ScrubNext verifies the next allocated AU at or after pos: it reads the
+// AU (holding only that AU's stripe, so client I/O elsewhere goes on) and
+// checks the CRC of each data block. buf must hold AUSize bytes.
+func (s *Store) ScrubNext(pos ScrubPosition, buf []byte) (ScrubStep, error) {
+	s.mu.Lock()
+	var o *object
+	idx := -1
+	for slot := max(pos.Slot, 0); slot < len(s.slots) && idx < 0; slot++ {
+		first := 0
+		if slot == pos.Slot {
+			first = max(pos.AU, 0)
+		}
+		if o = s.slots[slot]; o == nil {
+			continue
+		}
+		for i := first; i < len(o.aus); i++ {
+			if o.aus[i] >= 0 {
+				idx, pos = i, ScrubPosition{Slot: slot, AU: i}
+				break
+			}
+		}
+	}
+	end := len(s.slots)
+	s.mu.Unlock()
+	if idx < 0 {
+		return ScrubStep{Next: ScrubPosition{Slot: end}, Done: true}, nil
+	}
+	bad, n, err := s.scrubAU(o, idx, buf)
+	if err != nil {
+		return ScrubStep{Next: pos}, err
+	}
+	return ScrubStep{Next: ScrubPosition{Slot: pos.Slot, AU: pos.AU + 1}, Bytes: AUSize, Blocks: n, Bad: bad}, nil
+}
+
+// BlockCopy is one block as a replica holds it: its state, the version of
+// its last change, and its data when the state is BlockData.
+type BlockCopy struct {
+	State   uint8
+	Version uint64
+	Data    []byte
+}
+
+// repairOutcome says what repairBlock did.
+type repairOutcome int
+
+const (
+	repaired   repairOutcome = iota
+	superseded               // the block changed since it was found bad: a newer write or TRIM, or the object is gone
+)
+
+// repairBlock rewrites block blk of object id with a replica's copy,
+// unless the block changed since the scrub found it bad. The store's
+// version rule decides: a local block newer than the copy keeps its
+// version (the copy cannot repair it: ErrStaleCopy); a copy at least as
+// new replaces it with the copy's version, so a write newer than the copy
+// that arrives later still wins.
+func (s *Store) repairBlock(id ObjectID, blk int, c BlockCopy) (repairOutcome, error) {
+	if blk < 0 || blk >= int(s.sb.ObjectSize/BlockSize) || (c.State == BlockData && len(c.Data) != BlockSize) {
+		return 0, fmt.Errorf("disk %d: repair object %s block %d: %w", s.sb.DiskID, id, blk, ErrRange)
+	}
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	s.mu.Lock()
+	o, err := s.lookup(id)
+	s.mu.Unlock()
+	if errors.Is(err, ErrNotFound) {
+		return superseded, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	idx, b := blk/BlocksPerAU, blk%BlocksPerAU
+	st := s.stripeOf(o.inc, idx)
+	st.Lock() // no write, TRIM or read of this AU meanwhile
+	defer st.Unlock()
+	s.mu.Lock()
+	au := o.aus[idx]
+	var state uint8
+	var ver uint64
+	var crc uint32
+	if au >= 0 {
+		m := &s.aus[au]
+		state, ver, crc = m.states[b], m.vers[b], m.crcs[b]
+	}
+	s.mu.Unlock()
+	if state != BlockData {
+		return superseded, nil
+	}
+	cur := make([]byte, BlockSize)
+	if _, err := s.dev.ReadAt(cur, s.dataOff(au, b)); err != nil {
+		return 0, s.fail(err)
+	}
+	if crc32.Checksum(cur, castagnoli) == crc {
+		return superseded, nil
+	}
+	if c.Version < ver {
+		return 0, fmt.Errorf("disk %d: repair object %s block %d: %w (copy version %d, local %d)", s.sb.DiskID, id, blk, ErrStaleCopy, c.Version, ver)
+	}
+	if c.State != BlockData {
+		s.mu.Lock()
+		err := s.zeroChunk(o, idx, b, 1, c.State, c.Version, true)
+		s.raiseVersion(o, c.Version)
+		s.mu.Unlock()
+		return repaired, err
+	}
+	if _, err := s.dev.WriteAt(c.Data, s.dataOff(au, b)); err != nil {
+		return 0, s.fail(err)
+	}
+	s.mu.Lock()
+	m := &s.aus[au]
+	m.states[b], m.crcs[b], m.vers[b] = BlockData, crc32.Checksum(c.Data, castagnoli), c.Version
+	s.dirtyAU[au] = struct{}{}
+	s.raiseVersion(o, c.Version)
+	s.mu.Unlock()
+	return repaired, nil
+}
+
+// Replica is another disk holding a copy of an object, and a connection
+// to the server of that disk.
+type Replica struct {
+	Disk uint32
+	Conn *wire.Client
+}
+
+// ReplicaFinder names the other replicas of an object of a disk.
+type ReplicaFinder interface {
+	Replicas(ctx context.Context, disk uint32, id ObjectID) ([]Replica, error)
+}
+
+// FetchBlock reads one block of an object's own data from a replica:
+// READ_META for its state and version, READ_OWN for its data, and
+// READ_META again; if the block changed in between it tries again.
+func FetchBlock(ctx context.Context, r Replica, id ObjectID, blk int) (BlockCopy, error) {
+	meta := func() (uint8, uint64, error) {
+		var resp wire.Response
+		req := wire.Request{Op: wire.OpReadMeta, Disk: r.Disk, Volume: id.Volume, Index: id.Index, Offset: uint64(blk) * BlockSize, Length: BlockSize}
+		if err := r.Conn.Do(ctx, &req, &resp); err != nil {
+			return 0, 0, err
+		}
+		states, vers, err := wire.DecodeBlockMeta(resp.Data, 1)
+		if err != nil {
+			return 0, 0, err
+		}
+		return states[0], vers[0], nil
+	}
+	for try := 0; try < 3; try++ {
+		state, ver, err := meta()
+		if err != nil {
+			return BlockCopy{}, fmt.Errorf("fetch object %s block %d from disk %d: %w", id, blk, r.Disk, err)
+		}
+		c := BlockCopy{State: state, Version: ver}
+		if state != BlockData {
+			return c, nil
+		}
+		var resp wire.Response
+		req := wire.Request{Op: wire.OpReadOwn, Disk: r.Disk, Volume: id.Volume, Index: id.Index, Offset: uint64(blk) * BlockSize, Length: BlockSize}
+		if err := r.Conn.Do(ctx, &req, &resp); err != nil {
+			return BlockCopy{}, fmt.Errorf("fetch object %s block %d from disk %d: %w", id, blk, r.Disk, err)
+		}
+		if len(resp.Data) != 1+BlockSize || resp.Data[0] != BlockData {
+			continue // changed under us
+		}
+		c.Data = append([]byte(nil), resp.Data[1:]...)
+		if state2, ver2, err := meta(); err == nil && state2 == state && ver2 == ver {
+			return c, nil
+		}
+	}
+	return BlockCopy{}, fmt.Errorf("fetch object %s block %d from disk %d: the block kept changing; the next scrub retries it", id, blk, r.Disk)
+}
+
+// ScrubStatus is a scrub job's progress, as the server reports it to mgmt.
+type ScrubStatus struct {
+	Job   int64  `json:"job"`
+	State string `json:"state"` // running, paused, done, failed
+	// Position is where the job continues.
+	Position      ScrubPosition `json:"position"`
+	ScrubbedBytes uint64        `json:"scrubbedBytes"`
+	// TotalBytes is the disk's allocated space when the job started, for
+	// an estimate of the time left.
+	TotalBytes   uint64 `json:"totalBytes"`
+	Blocks       uint64 `json:"blocks"`       // data blocks verified
+	Errors       uint64 `json:"errors"`       // blocks failing their checksum
+	Repaired     uint64 `json:"repaired"`     // rewritten from a good replica (or overwritten meanwhile)
+	Unrepairable uint64 `json:"unrepairable"` // without a good replica
+	BW           uint64 `json:"bw"`           // bytes per second while running
+	Error        string `json:"error,omitempty"`
+}
+
+// Scrub job states.
+const (
+	ScrubRunning = "running"
+	ScrubPaused  = "paused"
+	ScrubDone    = "done"
+	ScrubFailed  = "failed"
+)
+
+// Scrubber runs the scrub jobs of one disk, one at a time.
+type Scrubber struct {
+	store *Store
+	find  ReplicaFinder // nil: nothing can be repaired
+	rate  uint64        // bytes per second, 0: unlimited
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	status  ScrubStatus
+	paused  bool
+	ran     time.Duration // running time of the job, pauses excluded
+	wake    chan struct{}
+	cancel  context.CancelFunc
+	stopped chan struct{}
+}
+
+// NewScrubber makes the scrubber of a disk. rate limits its reads in bytes
+// per second (0: unlimited); find, if not nil, locates the replicas bad
+// blocks are repaired from.
+func NewScrubber(st *Store, find ReplicaFinder, rate uint64, log *slog.Logger) *Scrubber {
+	return &Scrubber{store: st, find: find, rate: rate, log: log.With("disk", st.sb.DiskID), wake: make(chan struct{}, 1)}
+}
+
+// Start begins a job as from describes it (its number, and for a job
+// resumed after a restart its position and counts so far), paused or
+// not. A job still running is stopped first.
+func (sc *Scrubber) Start(ctx context.Context, from ScrubStatus, paused bool) {
+	sc.Stop()
+	ctx, cancel := context.WithCancel(ctx)
+	sc.mu.Lock()
+	from.State, from.Error, from.BW = ScrubRunning, "", 0
+	if from.ScrubbedBytes == 0 || from.TotalBytes == 0 {
+		st := sc.store.Stats()
+		from.TotalBytes = st.AUsUsed * AUSize
+	}
+	sc.status, sc.paused, sc.ran = from, paused, 0
+	sc.cancel, sc.stopped = cancel, make(chan struct{})
+	stopped := sc.stopped
+	sc.mu.Unlock()
+	sc.log.Info("scrub started", "job", from.Job, "from", from.Position.String(), "paused", paused, "rate", sc.rate)
+	go func() {
+		defer close(stopped)
+		sc.run(ctx)
+	}()
+}
+
+// Stop ends the running job, if any, and waits for it.
+func (sc *Scrubber) Stop() {
+	sc.mu.Lock()
+	cancel, stopped := sc.cancel, sc.stopped
+	sc.cancel = nil
+	sc.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-stopped
+	}
+}
+
+// SetPaused pauses or continues the job (and one started later).
+func (sc *Scrubber) SetPaused(paused bool) {
+	sc.mu.Lock()
+	changed := sc.paused != paused
+	sc.paused = paused
+	sc.mu.Unlock()
+	if changed {
+		sc.log.Info("scrub paused", "paused", paused)
+		select {
+		case sc.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Status returns the job's progress.
+func (sc *Scrubber) Status() ScrubStatus {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	st := sc.status
+	if st.State == ScrubRunning && sc.paused {
+		st.State = ScrubPaused
+	}
+	if secs := sc.ran.Seconds(); secs > 0 {
+		st.BW = uint64(float64(st.ScrubbedBytes) / secs)
+	}
+	return st
+}
+
+func (sc *Scrubber) finish(state string, err error) {
+	sc.mu.Lock()
+	sc.status.State = state
+	if err != nil {
+		sc.status.Error = err.Error()
+	}
+	st := sc.status
+	sc.mu.Unlock()
+	if err != nil {
+		sc.log.Error("scrub failed; start it again when the disk is healthy", "job", st.Job, "at", st.Position.String(), "err", err)
+		return
+	}
+	sc.log.Info("scrub done", "job", st.Job, "bytes", st.ScrubbedBytes, "blocks", st.Blocks, "errors", st.Errors,
+		"repaired", st.Repaired, "unrepairable", st.Unrepairable)
+}
+
+// waitRunning blocks while the job is paused; false when ctx ended.
+func (sc *Scrubber) waitRunning(ctx context.Context) bool {
+	for {
+		sc.mu.Lock()
+		paused := sc.paused
+		sc.mu.Unlock()
+		if !paused {
+			return ctx.Err() == nil
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-sc.wake:
+		}
+	}
+}
+
+func (sc *Scrubber) run(ctx context.Context) {
+	buf := make([]byte, AUSize)
+	for sc.waitRunning(ctx) {
+		t0 := time.Now()
+		sc.mu.Lock()
+		pos := sc.status.Position
+		sc.mu.Unlock()
+		step, err := sc.store.ScrubNext(pos, buf)
+		if err != nil {
+			sc.finish(ScrubFailed, err)
+			return
+		}
+		var fixed, lost uint64
+		for _, b := range step.Bad {
+			if sc.repair(ctx, b) {
+				fixed++
+			} else {
+				lost++
+			}
+		}
+		if fixed > 0 {
+			// Make the repairs durable now rather than at the next
+			// periodic flush.
+			if err := sc.store.Flush(); err != nil {
+				sc.finish(ScrubFailed, err)
+				return
+			}
+		}
+		sc.mu.Lock()
+		s := &sc.status
+		s.Position = step.Next
+		s.ScrubbedBytes += step.Bytes
+		s.Blocks += step.Blocks
+		s.Errors += uint64(len(step.Bad))
+		s.Repaired += fixed
+		s.Unrepairable += lost
+		sc.mu.Unlock()
+		if step.Done {
+			sc.finish(ScrubDone, nil)
+			return
+		}
+		if sc.rate > 0 {
+			want := time.Duration(float64(step.Bytes) / float64(sc.rate) * float64(time.Second))
+			if wait := want - time.Since(t0); wait > 0 {
+				select {
+				case <-ctx.Done():
+				case <-time.After(wait):
+				}
+			}
+		}
+		sc.mu.Lock()
+		sc.ran += time.Since(t0)
+		sc.mu.Unlock()
+	}
+}
+
+// repair rewrites a bad block from the first replica that has a good copy
+// at least as new; false (logged as an error) when none has.
+func (sc *Scrubber) repair(ctx context.Context, b BadBlock) bool {
+	log := sc.log.With("object", b.Object.String(), "block", b.Block)
+	log.Warn("scrub: block fails its checksum; repairing it from a replica")
+	var reps []Replica
+	var errs []error
+	if sc.find == nil {
+		errs = append(errs, errors.New("no replica finder (the server has no mgmt connection)"))
+	} else if r, err := sc.find.Replicas(ctx, sc.store.sb.DiskID, b.Object); err != nil {
+		errs = append(errs, err)
+	} else {
+		reps = r
+	}
+	for _, r := range reps {
+		c, err := FetchBlock(ctx, r, b.Object, b.Block)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out, err := sc.store.repairBlock(b.Object, b.Block, c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("disk %d: %w", r.Disk, err))
+			continue
+		}
+		if out == superseded {
+			log.Info("scrub: bad block was overwritten meanwhile; nothing to repair")
+		} else {
+			log.Info("scrub: block repaired", "from_disk", r.Disk, "version", c.Version)
+		}
+		return true
+	}
+	if len(reps) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no other replica holds the object"))
+	}
+	log.Error("SCRUB: BLOCK UNREPAIRABLE: no good replica; its data is lost on this disk and reads of it fail until it is rewritten",
+		"replicas", len(reps), "err", errors.Join(errs...))
+	return false
+}

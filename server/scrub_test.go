@@ -1,0 +1,310 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sort"
+	"testing"
+	"time"
+)
+
+// flipBytes damages block blk of object id in the disk file at path, as
+// bit rot would, behind the store's back.
+func flipBytes(t *testing.T, s *Store, path string, id ObjectID, blk int) {
+	t.Helper()
+	s.mu.Lock()
+	au := s.objects[id].aus[blk/BlocksPerAU]
+	s.mu.Unlock()
+	off := s.dataOff(au, blk%BlocksPerAU) + int64(blk*7%BlockSize)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 3)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] ^= 0x5a
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeObjects creates objects and writes blocks into them (spread over
+// several AUs, with gaps), the same on every store, with version v.
+func writeObjects(t *testing.T, ids []ObjectID, stores ...*Store) (blocks int) {
+	t.Helper()
+	const nblk = testObjectSize / BlockSize
+	for _, s := range stores {
+		blocks = 0
+		for n, id := range ids {
+			if err := s.CreateObject(id, nil); err != nil {
+				t.Fatal(err)
+			}
+			for b := n; b < nblk; b += 3 + n {
+				if err := s.Write(id, uint64(b)*BlockSize, block(uint64(n)<<32|uint64(b)), uint64(10+b)); err != nil {
+					t.Fatal(err)
+				}
+				blocks++
+			}
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return blocks
+}
+
+func sortBad(b []BadBlock) {
+	sort.Slice(b, func(i, j int) bool {
+		x, y := b[i], b[j]
+		if x.Object != y.Object {
+			return x.Object.Volume < y.Object.Volume || x.Object.Volume == y.Object.Volume && x.Object.Index < y.Object.Index
+		}
+		return x.Block < y.Block
+	})
+}
+
+// The scrub walk finds exactly the flipped blocks, reads every data block
+// once, and continued from a saved position (as after a pause or a
+// restart) reads nothing twice.
+func TestScrubFindsExactlyTheFlippedBlocks(t *testing.T) {
+	s, path := mustNewFileStore(t, 16)
+	ids := []ObjectID{{7, 0}, {7, 1}, {8, 3}}
+	blocks := writeObjects(t, ids, s)
+	want := []BadBlock{{ids[0], 0}, {ids[0], 3 * BlocksPerAU}, {ids[1], 5}, {ids[2], 2*BlocksPerAU + 10}}
+	for _, b := range want {
+		flipBytes(t, s, path, b.Object, b.Block)
+	}
+	for _, stopAfter := range []int{-1, 0, 1, 5} {
+		var got []BadBlock
+		var verified uint64
+		pos := ScrubPosition{}
+		buf := make([]byte, AUSize)
+		for steps := 0; ; steps++ {
+			if steps == stopAfter {
+				// A new walk from the saved position, as a resumed job.
+				buf = make([]byte, AUSize)
+			}
+			st, err := s.ScrubNext(pos, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			verified += st.Blocks
+			got = append(got, st.Bad...)
+			if st.Done {
+				break
+			}
+			if st.Next == pos {
+				t.Fatalf("scrub did not advance from %s", pos)
+			}
+			pos = st.Next
+		}
+		sortBad(got)
+		if verified != uint64(blocks) {
+			t.Errorf("stop after %d: verified %d data blocks, want %d", stopAfter, verified, blocks)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("stop after %d: scrub found %v, want %v", stopAfter, got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("stop after %d: scrub found %v, want %v", stopAfter, got, want)
+			}
+		}
+	}
+}
+
+type staticFinder []Replica
+
+func (f staticFinder) Replicas(context.Context, uint32, ObjectID) ([]Replica, error) { return f, nil }
+
+func runScrub(t *testing.T, s *Store, find ReplicaFinder) ScrubStatus {
+	t.Helper()
+	sc := NewScrubber(s, find, 0, slog.New(slog.DiscardHandler))
+	sc.Start(context.Background(), ScrubStatus{Job: 1}, false)
+	t.Cleanup(sc.Stop)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := sc.Status()
+		if st.State != ScrubRunning {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scrub still running after 30s: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A scrub repairs bad blocks from a replica over the wire; the repaired
+// disk reads like the replica, also after a reopen (the repair is
+// durable).
+func TestScrubRepairsFromReplica(t *testing.T) {
+	local, path := mustNewFileStore(t, 16)
+	peer, _ := mustNewFileStore(t, 16)
+	ids := []ObjectID{{7, 0}, {7, 1}}
+	blocks := writeObjects(t, ids, local, peer)
+	bad := []BadBlock{{ids[0], 3}, {ids[0], 3 + 4*3}, {ids[1], BlocksPerAU + 1}}
+	for _, b := range bad {
+		flipBytes(t, local, path, b.Object, b.Block)
+	}
+	st := runScrub(t, local, staticFinder{{Disk: 3, Conn: serveStore(t, peer)}})
+	if st.State != ScrubDone || st.Errors != 3 || st.Repaired != 3 || st.Unrepairable != 0 || st.Blocks != uint64(blocks) {
+		t.Fatalf("scrub status %+v, want done, 3 errors, 3 repaired of %d blocks", st, blocks)
+	}
+	check := func(s *Store) {
+		a, b := make([]byte, testObjectSize), make([]byte, testObjectSize)
+		for _, id := range ids {
+			if err := s.Read(id, 0, a); err != nil {
+				t.Fatalf("read %s after the repair: %v", id, err)
+			}
+			if err := peer.Read(id, 0, b); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a, b) {
+				t.Fatalf("object %s differs from the replica after the repair", id)
+			}
+		}
+		for _, bb := range bad {
+			ls, lv, _ := s.BlockMeta(bb.Object, uint64(bb.Block)*BlockSize, BlockSize)
+			ps, pv, _ := peer.BlockMeta(bb.Object, uint64(bb.Block)*BlockSize, BlockSize)
+			if ls[0] != ps[0] || lv[0] != pv[0] {
+				t.Fatalf("block %v: state/version %d/%d, replica %d/%d", bb, ls[0], lv[0], ps[0], pv[0])
+			}
+		}
+	}
+	check(local)
+	check(reopen(t, local, path))
+}
+
+// Without a good copy the block is counted unrepairable and stays an
+// error: the replica's copy is bad too, older than the local block, or
+// there is no replica.
+func TestScrubUnrepairable(t *testing.T) {
+	for _, tc := range []string{"replica rotten too", "replica older", "no replica"} {
+		t.Run(tc, func(t *testing.T) {
+			local, path := mustNewFileStore(t, 16)
+			peer, ppath := mustNewFileStore(t, 16)
+			id := ObjectID{9, 0}
+			writeObjects(t, []ObjectID{id}, local, peer)
+			var find ReplicaFinder = staticFinder{{Disk: 3, Conn: serveStore(t, peer)}}
+			switch tc {
+			case "replica rotten too":
+				flipBytes(t, peer, ppath, id, 6)
+			case "replica older":
+				// The local disk got a newer write the replica has not.
+				if err := local.Write(id, 6*BlockSize, block(99), 1000); err != nil {
+					t.Fatal(err)
+				}
+				if err := local.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			case "no replica":
+				find = staticFinder{}
+			}
+			flipBytes(t, local, path, id, 6)
+			st := runScrub(t, local, find)
+			if st.State != ScrubDone || st.Errors != 1 || st.Repaired != 0 || st.Unrepairable != 1 {
+				t.Fatalf("scrub status %+v, want done with 1 error, unrepairable", st)
+			}
+			if err := local.Read(id, 6*BlockSize, make([]byte, BlockSize)); !errors.Is(err, ErrChecksum) {
+				t.Fatalf("read of the unrepaired block: %v, want ErrChecksum", err)
+			}
+		})
+	}
+}
+
+// A repair writes the replica's version: a late older write still loses
+// to it, a newer one wins, and a block rewritten since the scrub found it
+// bad is left alone.
+func TestScrubRepairKeepsVersionRules(t *testing.T) {
+	s, path := mustNewFileStore(t, 16)
+	id := ObjectID{5, 0}
+	if err := s.CreateObject(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(id, 0, block(1), 50); err != nil {
+		t.Fatal(err)
+	}
+	flipBytes(t, s, path, id, 0)
+	if _, err := s.repairBlock(id, 0, BlockCopy{State: BlockData, Version: 49, Data: block(0)}); !errors.Is(err, ErrStaleCopy) {
+		t.Fatalf("repair from an older copy: %v, want ErrStaleCopy", err)
+	}
+	if out, err := s.repairBlock(id, 0, BlockCopy{State: BlockData, Version: 50, Data: block(1)}); err != nil || out != repaired {
+		t.Fatalf("repair: %v %v", out, err)
+	}
+	if got := mustRead(t, s, id, 0); !bytes.Equal(got, block(1)) {
+		t.Fatal("repaired block reads wrong data")
+	}
+	if err := s.Write(id, 0, block(2), 49); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, s, id, 0); !bytes.Equal(got, block(1)) {
+		t.Fatal("a late older write replaced the repaired block")
+	}
+	if err := s.Write(id, 0, block(3), 51); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, s, id, 0); !bytes.Equal(got, block(3)) {
+		t.Fatal("a newer write did not replace the repaired block")
+	}
+	// Found bad, then rewritten before the repair came: left alone.
+	flipBytes(t, s, path, id, 0)
+	if err := s.Write(id, 0, block(4), 52); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.repairBlock(id, 0, BlockCopy{State: BlockData, Version: 51, Data: block(3)}); err != nil || out != superseded {
+		t.Fatalf("repair of a rewritten block: %v %v, want superseded", out, err)
+	}
+	if got := mustRead(t, s, id, 0); !bytes.Equal(got, block(4)) {
+		t.Fatal("a repair replaced a newer write")
+	}
+	// A replica whose block was trimmed after the local write: the TRIM
+	// (newer) is applied.
+	if err := s.Write(id, BlockSize, block(5), 60); err != nil {
+		t.Fatal(err)
+	}
+	flipBytes(t, s, path, id, 1)
+	if out, err := s.repairBlock(id, 1, BlockCopy{State: BlockUnwritten, Version: 61}); err != nil || out != repaired {
+		t.Fatalf("repair from a trimmed copy: %v %v", out, err)
+	}
+	if got := mustRead(t, s, id, 1); !bytes.Equal(got, make([]byte, BlockSize)) {
+		t.Fatal("block repaired from a trimmed copy does not read zeros")
+	}
+}
+
+// A paused job makes no progress until continued; the rate limit bounds
+// its speed.
+func TestScrubPauseAndRate(t *testing.T) {
+	s, _ := mustNewFileStore(t, 16)
+	writeObjects(t, []ObjectID{{1, 0}, {1, 1}}, s)
+	aus := s.Stats().AUsUsed
+	const rate = 40 * AUSize // bytes per second
+	sc := NewScrubber(s, nil, rate, slog.New(slog.DiscardHandler))
+	sc.Start(context.Background(), ScrubStatus{Job: 4}, true)
+	defer sc.Stop()
+	time.Sleep(100 * time.Millisecond)
+	if st := sc.Status(); st.State != ScrubPaused || st.ScrubbedBytes != 0 || st.Position != (ScrubPosition{}) {
+		t.Fatalf("paused job: %+v, want paused at the start", st)
+	}
+	t0 := time.Now()
+	sc.SetPaused(false)
+	for sc.Status().State == ScrubRunning {
+		time.Sleep(5 * time.Millisecond)
+	}
+	el := time.Since(t0)
+	st := sc.Status()
+	if st.State != ScrubDone || st.ScrubbedBytes != aus*AUSize || st.Job != 4 {
+		t.Fatalf("job after continue: %+v, want done after %d bytes", st, aus*AUSize)
+	}
+	if min := time.Duration(float64(aus-1) / 40 * float64(time.Second)); el < min {
+		t.Fatalf("scrubbed %d AUs in %v at %d AUs/s: the rate limit did not hold (want >= %v)", aus, el, 40, min)
+	}
+}
