@@ -14,23 +14,27 @@ type DemoCmd struct {
 	Dir   string `default:"keel-demo" help:"Directory holding the demo cluster's configs, state, disks and logs (default ./keel-demo)." placeholder:"DIR"`
 	Fresh bool   `help:"Delete the demo directory first and start a new cluster."`
 	Size  string `default:"10G" help:"Size of the demo volume when it is created (e.g. 10G, 512M)."`
+	Mgmt  int    `default:"1" enum:"1,3,5" help:"Number of mgmt Raft voters (1, 3 or 5), each on its own node; a demo that has more keeps them."`
 }
 
 // Help is the long help of `keel demo`.
 func (c *DemoCmd) Help() string {
 	return `Builds and runs a real keel cluster on this machine, on loopback only:
-one keel_mgmt, three keel_server processes with two file-backed (sparse)
-disks each, and one keel_client. It creates a replication-3 template and a
-volume, attaches it to the client, prints the API endpoint, where the API
-token is, the NBD URIs and ready-to-paste commands (qemu-img, nbdinfo,
-nbdcopy, fio), and writes the same as shell variables to DIR/demo.env:
-KEEL_API_URL, KEEL_API_TOKEN_FILE, KEEL_NBD_URI, KEEL_VOLUME, KEEL_TEMPLATE,
+one keel_mgmt (--mgmt 3: three Raft voters on nodes 1-3, and every
+service's mgmt.api_url lists them all), three keel_server processes with
+two file-backed (sparse) disks each, and one keel_client. It creates a
+replication-3 template and a volume, attaches it to the client, prints the
+API endpoint, where the API token is, the NBD URIs and ready-to-paste
+commands (qemu-img, nbdinfo, nbdcopy, fio), and writes the same as shell
+variables to DIR/demo.env: KEEL_API_URL (every mgmt node, comma-separated),
+KEEL_API_TOKEN_FILE, KEEL_NBD_URI, KEEL_VOLUME, KEEL_TEMPLATE,
 KEEL_CLIENT_ID, KEEL_MGMT_PIDS, KEEL_SERVER_PIDS, KEEL_CLIENT_PIDS and more.
 
-It then shows a live status line (IOPS, bandwidth, disks and services up)
-until Ctrl-C or SIGTERM, and stops every process it started: the client,
-the servers, then mgmt. Without a terminal it prints plain progress lines
-and runs until SIGTERM. A second run reuses the data; --fresh starts over.
+It then shows a live status line (IOPS, bandwidth, disks and services up,
+the mgmt leader) until Ctrl-C or SIGTERM, and stops every process it
+started: the client, the servers, then mgmt. Without a terminal it prints
+plain progress lines and runs until SIGTERM. A second run reuses the data;
+--fresh starts over.
 
 Each process logs to DIR/node<N>/log/<applet>.log.
 
@@ -45,7 +49,7 @@ func (c *DemoCmd) Run(env *Env) error {
 		return usageError("--size: %v", err)
 	}
 	tty := node.IsTerminal(os.Stdout)
-	cl, err := demo.Start(env.Ctx, demo.Options{Dir: c.Dir, Fresh: c.Fresh, VolumeSize: size, Out: env.Stdout, Log: env.Log})
+	cl, err := demo.Start(env.Ctx, demo.Options{Dir: c.Dir, Fresh: c.Fresh, VolumeSize: size, Mgmt: c.Mgmt, Out: env.Stdout, Log: env.Log})
 	if err != nil {
 		return err
 	}

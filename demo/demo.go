@@ -1,5 +1,6 @@
-// Package demo runs a real local keel cluster on this machine: one mgmt,
-// three storage servers with two file-backed disks each, one block client,
+// Package demo runs a real local keel cluster on this machine: one mgmt
+// (or three or five Raft voters, each on its own node), three storage
+// servers with two file-backed disks each, one block client,
 // a replication-3 template and a volume attached to the client. Every
 // process is the keel binary started under its applet's name, listening on
 // loopback only. A second run reuses the data; Fresh starts over.
@@ -31,6 +32,10 @@ type Options struct {
 	Binary     string // the keel binary; default: this process's executable
 	VolumeSize int64
 	Servers    int
+	// Mgmt is the number of mgmt voters (1, 3 or 5; 0 means 1), on nodes
+	// 1..Mgmt. A demo created with more keeps them; a larger number adds
+	// voters to an existing demo.
+	Mgmt int
 	// Out receives progress and the final instructions; Status, when set,
 	// is called every second with a one-line status until ctx ends.
 	Out    io.Writer
@@ -48,10 +53,45 @@ const (
 // ports are chosen once, on the first run, and kept in ports.json so that
 // configs, URLs and demo.env stay valid across runs.
 type ports struct {
-	API     int   `json:"api"`
-	Raft    int   `json:"raft"`
+	API     int   `json:"api"`  // node 1's mgmt API
+	Raft    int   `json:"raft"` // node 1's Raft transport
 	NBD     int   `json:"nbd"`
 	Servers []int `json:"servers"`
+	// MgmtAPI and MgmtRaft are the ports of the further mgmt voters, on
+	// nodes 2, 3, ...
+	MgmtAPI  []int `json:"mgmtApi,omitempty"`
+	MgmtRaft []int `json:"mgmtRaft,omitempty"`
+}
+
+// mgmtNodes is how many mgmt voters the demo has.
+func (p *ports) mgmtNodes() int { return 1 + len(p.MgmtAPI) }
+
+// apiPort and raftPort are mgmt node n's ports (1 <= n <= mgmtNodes).
+func (p *ports) apiPort(n int) int {
+	if n == 1 {
+		return p.API
+	}
+	return p.MgmtAPI[n-2]
+}
+
+func (p *ports) raftPort(n int) int {
+	if n == 1 {
+		return p.Raft
+	}
+	return p.MgmtRaft[n-2]
+}
+
+// apiURL is node n's mgmt API URL.
+func (p *ports) apiURL(n int) string { return fmt.Sprintf("http://127.0.0.1:%d", p.apiPort(n)) }
+
+// apiURLs lists every mgmt node's API URL, comma-separated: what every
+// service's mgmt.api_url holds, so it fails over between them.
+func (p *ports) apiURLs() string {
+	var out []string
+	for n := 1; n <= p.mgmtNodes(); n++ {
+		out = append(out, p.apiURL(n))
+	}
+	return strings.Join(out, ",")
 }
 
 // Cluster is a running demo.
@@ -65,11 +105,12 @@ type Cluster struct {
 }
 
 type proc struct {
-	role string
-	node int
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan error
+	role   string
+	node   int
+	cmd    *exec.Cmd
+	log    *os.File
+	done   chan error
+	killed bool // by Kill: its exit is no failure of Stop
 }
 
 func (o *Options) nodeDir(n int) string  { return filepath.Join(o.Dir, fmt.Sprintf("node%d", n)) }
@@ -91,6 +132,15 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	if o.VolumeSize == 0 {
 		o.VolumeSize = 10 << 30
+	}
+	if o.Mgmt == 0 {
+		o.Mgmt = 1
+	}
+	if o.Mgmt != 1 && o.Mgmt != 3 && o.Mgmt != 5 {
+		return nil, fmt.Errorf("demo: %d mgmt voters: use 1, 3 or 5 (Raft needs a majority of them up)", o.Mgmt)
+	}
+	if o.Mgmt > o.Servers {
+		return nil, fmt.Errorf("demo: %d mgmt voters on %d server nodes: each voter runs on its own server node; add servers or use fewer voters", o.Mgmt, o.Servers)
 	}
 	if o.Binary == "" {
 		exe, err := os.Executable()
@@ -125,22 +175,44 @@ func (o *Options) step(format string, args ...any) {
 	fmt.Fprintf(o.Out, "==> "+format+"\n", args...)
 }
 
-// prepare writes the directory layout, ports and node configs (first run).
+// prepare writes the directory layout and ports (first run, or more mgmt
+// voters than before) and the node configs.
 func (c *Cluster) prepare() error {
-	o := c.o
+	o := &c.o
 	pf := filepath.Join(o.Dir, "ports.json")
-	if b, err := os.ReadFile(pf); err == nil {
+	b, err := os.ReadFile(pf)
+	switch {
+	case err == nil:
 		if err := json.Unmarshal(b, &c.ports); err != nil {
 			return fmt.Errorf("demo: %s: %w; remove the directory or use --fresh", pf, err)
 		}
-		return nil
+		if len(c.ports.Servers) != o.Servers {
+			return fmt.Errorf("demo: %s was created with %d servers, not %d; use --fresh to start over", o.Dir, len(c.ports.Servers), o.Servers)
+		}
+		if have := c.ports.mgmtNodes(); have > o.Mgmt {
+			o.step("the demo has %d mgmt voters; starting all of them", have)
+			o.Mgmt = have
+		}
+	case errors.Is(err, os.ErrNotExist):
+		o.step("creating the demo cluster in %s", o.Dir)
+		free, err := freePorts(3 + o.Servers)
+		if err != nil {
+			return err
+		}
+		c.ports = ports{API: free[0], Raft: free[1], NBD: free[2], Servers: free[3:]}
+	default:
+		return fmt.Errorf("demo: %w", err)
 	}
-	o.step("creating the demo cluster in %s", o.Dir)
-	free, err := freePorts(3 + o.Servers)
-	if err != nil {
-		return err
+	if add := o.Mgmt - c.ports.mgmtNodes(); add > 0 {
+		free, err := freePorts(2 * add)
+		if err != nil {
+			return err
+		}
+		c.ports.MgmtAPI = append(c.ports.MgmtAPI, free[:add]...)
+		c.ports.MgmtRaft = append(c.ports.MgmtRaft, free[add:]...)
 	}
-	c.ports = ports{API: free[0], Raft: free[1], NBD: free[2], Servers: free[3:]}
+	// Configs are written on every run: a voter added since changes every
+	// node's mgmt.api_url.
 	for n := 1; n <= o.Servers; n++ {
 		if err := os.MkdirAll(filepath.Join(o.nodeDir(n), "disks"), 0o755); err != nil {
 			return err
@@ -149,17 +221,25 @@ func (c *Cluster) prepare() error {
 			return err
 		}
 	}
-	b, _ := json.MarshalIndent(c.ports, "", "  ")
+	b, _ = json.MarshalIndent(c.ports, "", "  ")
 	return os.WriteFile(pf, b, 0o644)
 }
 
 func (c *Cluster) nodeConfig(n int) string {
 	o := c.o
-	roles := `["server"]`
-	if n == clientNode {
-		roles = `["mgmt", "server", "client"]`
+	roles := []string{"server"}
+	if n <= c.ports.mgmtNodes() {
+		roles = append([]string{"mgmt"}, roles...)
 	}
-	return fmt.Sprintf(`# keel demo node %[1]d (written by keel demo)
+	if n == clientNode {
+		roles = append(roles, "client")
+	}
+	rolesTOML, _ := json.Marshal(roles)
+	mgmtAddrs := ""
+	if n <= c.ports.mgmtNodes() {
+		mgmtAddrs = fmt.Sprintf("listen = \"127.0.0.1:%d\"\nraft_addr = \"127.0.0.1:%d\"\n", c.ports.apiPort(n), c.ports.raftPort(n))
+	}
+	return fmt.Sprintf(`# keel demo node %[1]d (written by keel demo on every run)
 [node]
 id = %[1]d
 name = "demo-n%[1]d"
@@ -167,12 +247,10 @@ roles = %[2]s
 run_dir = %[3]q
 
 [mgmt]
-api_url = "http://127.0.0.1:%[4]d"
+api_url = %[4]q
 token_file = %[5]q
 cluster_secret_file = %[6]q
-listen = "127.0.0.1:%[4]d"
-raft_addr = "127.0.0.1:%[7]d"
-heartbeat_interval = "1s"
+%[7]sheartbeat_interval = "1s"
 service_timeout = "5s"
 
 [server]
@@ -184,7 +262,7 @@ direct_io = false
 [client]
 dev_dir = %[11]q
 nbd_listen = "127.0.0.1:%[12]d"
-`, n, roles, filepath.Join(o.nodeDir(n), "run"), c.ports.API, o.tokenFile(), o.secretFile(), c.ports.Raft,
+`, n, rolesTOML, filepath.Join(o.nodeDir(n), "run"), c.ports.apiURLs(), o.tokenFile(), o.secretFile(), mgmtAddrs,
 		o.diskPath(n, 1), o.diskPath(n, 2), c.ports.Servers[n-1], filepath.Join(o.Dir, "dev"), c.ports.NBD)
 }
 
@@ -291,26 +369,37 @@ func (c *Cluster) bringUp(ctx context.Context) error {
 			return err
 		}
 	}
-	o.step("starting keel_mgmt on 127.0.0.1:%d", c.ports.API)
-	mp, err := c.start("mgmt", clientNode)
-	if err != nil {
-		return err
+	// Every voter starts before the wait: a demo that has three needs two
+	// of them up to elect a leader.
+	var mp *proc
+	for n := 1; n <= o.Mgmt; n++ {
+		o.step("starting keel_mgmt of node %d on 127.0.0.1:%d", n, c.ports.apiPort(n))
+		p, err := c.start("mgmt", n)
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			mp = p
+		}
 	}
 	tok, err := apiclient.ReadToken(o.tokenFile())
 	if err != nil {
 		return err
 	}
-	c.api = apiclient.New(fmt.Sprintf("http://127.0.0.1:%d", c.ports.API), tok)
-	var status struct {
-		ClusterID string `json:"clusterId"`
-		Leader    string `json:"leader"`
-	}
+	// Until every voter has joined, only node 1 is sure to know the
+	// cluster: a node still waiting to be added answers with no leader.
+	first := apiclient.New(c.ports.apiURL(1), tok)
+	var status clusterStatus
 	if err := c.waitFor(ctx, "the management API", mp, 60*time.Second, func() (bool, error) {
-		_, err := c.api.Get(ctx, "ClusterStatus", nil, &status)
+		_, err := first.Get(ctx, "ClusterStatus", nil, &status)
 		return err == nil && status.ClusterID != "" && status.Leader != "", err
 	}); err != nil {
 		return err
 	}
+	if err := c.joinVoters(ctx, first, tok, &status); err != nil {
+		return err
+	}
+	c.api = apiclient.New(c.ports.apiURLs(), tok)
 	for n := 1; n <= o.Servers; n++ {
 		for d := 1; d <= 2; d++ {
 			p := o.diskPath(n, d)
@@ -358,6 +447,52 @@ func (c *Cluster) bringUp(ctx context.Context) error {
 		return err
 	}
 	return c.writeEnv()
+}
+
+// clusterStatus is the part of ClusterStatus the demo reads.
+type clusterStatus struct {
+	ClusterID string `json:"clusterId"`
+	Leader    string `json:"leader"`
+	Voters    []struct {
+		ID string `json:"id"`
+	} `json:"voters"`
+}
+
+// joinVoters adds mgmt nodes 2..Mgmt that are not voters yet (a new demo,
+// or more voters asked for) with keel cluster join, and waits until the
+// cluster has every voter.
+func (c *Cluster) joinVoters(ctx context.Context, api *apiclient.Client, token string, st *clusterStatus) error {
+	isVoter := func(n int) bool {
+		for _, v := range st.Voters {
+			if v.ID == strconv.Itoa(n) {
+				return true
+			}
+		}
+		return false
+	}
+	for n := 2; n <= c.o.Mgmt; n++ {
+		if isVoter(n) {
+			continue
+		}
+		c.o.step("joining keel_mgmt of node %d to the Raft group (keel cluster join)", n)
+		if _, err := c.keel(ctx, n, "cluster", "join", c.ports.apiURL(1), "--token", token); err != nil {
+			return err
+		}
+	}
+	return c.waitFor(ctx, fmt.Sprintf("%d mgmt voters with a leader", c.o.Mgmt), nil, 60*time.Second, func() (bool, error) {
+		_, err := api.Get(ctx, "ClusterStatus", nil, st)
+		return err == nil && len(st.Voters) >= c.o.Mgmt && st.Leader != "", err
+	})
+}
+
+// Leader returns the node id of the mgmt leader (0 while there is none).
+func (c *Cluster) Leader(ctx context.Context) (int, error) {
+	var st clusterStatus
+	if _, err := c.api.Get(ctx, "ClusterStatus", nil, &st); err != nil {
+		return 0, err
+	}
+	n, _ := strconv.Atoi(st.Leader)
+	return n, nil
 }
 
 func (c *Cluster) disksUp(ctx context.Context) (int, error) {
@@ -427,7 +562,7 @@ func (c *Cluster) writeEnv() error {
 	sock := filepath.Join(c.o.nodeDir(clientNode), "run", "nbd", gid+".sock")
 	c.env = map[string]string{
 		"KEEL_DEMO_DIR":        c.o.Dir,
-		"KEEL_API_URL":         fmt.Sprintf("http://127.0.0.1:%d", c.ports.API),
+		"KEEL_API_URL":         c.ports.apiURLs(),
 		"KEEL_API_TOKEN_FILE":  c.o.tokenFile(),
 		"KEEL_NBD_URI":         fmt.Sprintf("nbd://127.0.0.1:%d/%s", c.ports.NBD, demoVolume),
 		"KEEL_NBD_SOCKET":      sock,
@@ -459,7 +594,7 @@ func ctx0() context.Context { return context.Background() }
 func (c *Cluster) Instructions() string {
 	e := c.env
 	return fmt.Sprintf(`
-keel demo is running: 1 mgmt, %d servers (2 disks each), 1 client.
+keel demo is running: %d mgmt, %d servers (2 disks each), 1 client.
   API            %s   (token in %s)
   volume         %s (%d GiB, replication 3, template %s), globalId %s
   NBD            %s
@@ -474,7 +609,7 @@ Try:
   KEEL_CONFIG=%s keel cluster status
 
 Logs: %s/node*/log/. Ctrl-C (or SIGTERM) stops everything; a second run reuses the data, --fresh starts over.
-`, c.o.Servers, e["KEEL_API_URL"], e["KEEL_API_TOKEN_FILE"], demoVolume, c.o.VolumeSize>>30, demoTemplate, e["KEEL_VOLUME_GLOBALID"],
+`, c.o.Mgmt, c.o.Servers, e["KEEL_API_URL"], e["KEEL_API_TOKEN_FILE"], demoVolume, c.o.VolumeSize>>30, demoTemplate, e["KEEL_VOLUME_GLOBALID"],
 		e["KEEL_NBD_URI"], e["KEEL_NBD_UNIX_URI"], filepath.Join(c.o.Dir, "demo.env"),
 		e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_CONFIG"], c.o.Dir)
 }
@@ -497,7 +632,7 @@ func (c *Cluster) Stop() error {
 			select {
 			case err := <-p.done:
 				p.done <- err
-				if err != nil && first == nil {
+				if err != nil && !p.killed && first == nil {
 					first = fmt.Errorf("keel_%s of node %d: %w (see %s)", p.role, p.node, err, p.log.Name())
 				}
 			case <-time.After(20 * time.Second):
@@ -531,6 +666,7 @@ func (c *Cluster) Kill(role string, n int) error {
 	if p == nil {
 		return fmt.Errorf("demo: no keel_%s on node %d", role, n)
 	}
+	p.killed = true
 	p.cmd.Process.Kill()
 	err := <-p.done
 	p.done <- err
@@ -584,14 +720,14 @@ roles = ["client"]
 run_dir = %[2]q
 
 [mgmt]
-api_url = "http://127.0.0.1:%[3]d"
+api_url = %[3]q
 token_file = %[4]q
 cluster_secret_file = %[5]q
 
 [client]
 dev_dir = %[6]q
 nbd_listen = "127.0.0.1:%[7]d"
-`, n, run, c.ports.API, o.tokenFile(), o.secretFile(), filepath.Join(o.nodeDir(n), "dev"), free[0])
+`, n, run, c.ports.apiURLs(), o.tokenFile(), o.secretFile(), filepath.Join(o.nodeDir(n), "dev"), free[0])
 	if err := os.MkdirAll(o.nodeDir(n), 0o755); err != nil {
 		return nil, err
 	}

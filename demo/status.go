@@ -18,7 +18,7 @@ type statusSample struct {
 }
 
 // Status returns one line: the volume's IOPS and bandwidth since the last
-// call, and how many disks and services are up.
+// call, how many disks and services are up, and which mgmt node leads.
 func (c *Cluster) Status(ctx context.Context) string {
 	io := "io: n/a"
 	if b, err := os.ReadFile(filepath.Join(c.o.nodeDir(clientNode), "run", client.StatsFile)); err == nil {
@@ -63,5 +63,9 @@ func (c *Cluster) Status(ctx context.Context) string {
 			}
 		}
 	}
-	return fmt.Sprintf("%s  |  %s  services running %d/%d", io, health, running, total)
+	leader := "mgmt leader: none"
+	if n, err := c.Leader(ctx); err == nil && n > 0 {
+		leader = fmt.Sprintf("mgmt leader: node %d", n)
+	}
+	return fmt.Sprintf("%s  |  %s  services running %d/%d  %s", io, health, running, total, leader)
 }
