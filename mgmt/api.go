@@ -35,11 +35,12 @@ var writeCalls = map[string]bool{
 	"SnapshotUpdate": true, "SnapshotDelete": true, "SnapshotDeleteById": true, "VolumeRevert": true,
 	"VolumesReassign": true, "VolumesReassignWait": true, "KVSet": true, "KVDelete": true,
 	"ServiceHeartbeat": true, "MgmtJoin": true,
+	"DiskRecoveryProgress": true, "DiskRecoveryDone": true,
 }
 
 // leaderReads are GET calls answered by the leader, which holds the
 // services' heartbeats.
-var leaderReads = map[string]bool{"ClientsConfigDump": true, "ServicesList": true}
+var leaderReads = map[string]bool{"ClientsConfigDump": true, "ServicesList": true, "DiskReplicas": true}
 
 // ServeHTTP is the API: /ctrl/1.0/[MultiCluster/|RemoteCommand/<name>/]<Call>[/<arg>].
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -125,6 +126,8 @@ func (s *Service) serveRead(w http.ResponseWriter, call, arg string) {
 		data, err = s.clusterStatus()
 	case "ClientsConfigDump":
 		data, err = s.clientsConfigDump()
+	case "DiskReplicas":
+		data, err = s.diskReplicas(arg)
 	case "ClusterSecret":
 		data = map[string]string{"secret": string(s.cfg.Secret)}
 	default:

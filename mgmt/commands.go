@@ -19,6 +19,8 @@ var commands = map[string]func(*txn) (any, error){
 	"ServiceDown":          cmdServiceDown,
 	"DiskRegister":         cmdDiskRegister,
 	"DiskMarkDown":         cmdDiskMarkDown,
+	"DiskRecoveryProgress": cmdDiskRecoveryProgress,
+	"DiskRecoveryDone":     cmdDiskRecoveryDone,
 	"DiskEject":            cmdDiskEject,
 	"DiskForget":           cmdDiskForget,
 	"DiskSetDescription":   cmdDiskSetDescription,
@@ -113,7 +115,13 @@ func cmdServiceDown(t *txn) (any, error) {
 		return nil, apiErr(ErrNotAllowed, "%s %d is not running", r.Type, r.ID)
 	}
 	if r.Type == "server" {
-		if _, err := t.tx.Exec(`UPDATE disks SET state = 'down', generation_left = ? WHERE server_id = ? AND state = 'up'`, t.gen, r.ID); err != nil {
+		if _, err := t.tx.Exec(`DELETE FROM tasks WHERE kind = 'recovery' AND disk_id IN
+			(SELECT id FROM disks WHERE server_id = ? AND state = 'recovering')`, r.ID); err != nil {
+			return nil, err
+		}
+		if _, err := t.tx.Exec(`UPDATE disks SET state = 'down',
+			generation_left = CASE WHEN state = 'up' THEN ? ELSE generation_left END
+			WHERE server_id = ? AND state IN ('up', 'recovering')`, t.gen, r.ID); err != nil {
 			return nil, err
 		}
 	}
@@ -158,14 +166,17 @@ func cmdDiskRegister(t *txn) (any, error) {
 		if server != r.ServerID && state == "up" {
 			return nil, apiErr(ErrInUse, "disk %d is up on server %d; stop it there before registering it on server %d", r.ID, server, r.ServerID)
 		}
-		if state != "ejected" && state != "up" {
+		if state == "down" || (state == "recovering" && server != r.ServerID) {
 			if _, err := t.tx.Exec(`UPDATE disks SET disk_generation = disk_generation + 1 WHERE id = ?`, r.ID); err != nil {
 				return nil, err
 			}
 			// A disk that was down may have missed acknowledged writes:
 			// it must not serve reads (or count as a replica) until
-			// recovery has brought its objects up to date.
+			// recovery has brought its objects up to date (recovery.go).
 			state = "recovering"
+			if err := t.startRecovery(r.ID); err != nil {
+				return nil, err
+			}
 		}
 		_, err = t.tx.Exec(`UPDATE disks SET server_id=?, size=?, ssd=?, model=?, serial=?, device=?, state=?,
 			generation_left = CASE WHEN ? = 'up' THEN -1 ELSE generation_left END,
@@ -195,8 +206,18 @@ func cmdDiskMarkDown(t *txn) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if state == "up" {
+	switch state {
+	case "up":
 		if _, err := t.tx.Exec(`UPDATE disks SET state = 'down', generation_left = ? WHERE id = ?`, t.gen, id); err != nil {
+			return nil, err
+		}
+	case "recovering":
+		// It missed writes since it left the up state; its recovery
+		// starts over when it registers again.
+		if _, err := t.tx.Exec(`UPDATE disks SET state = 'down' WHERE id = ?`, id); err != nil {
+			return nil, err
+		}
+		if err := t.endRecovery(id); err != nil {
 			return nil, err
 		}
 	}
@@ -216,8 +237,10 @@ func cmdDiskEject(t *txn) (any, error) {
 	if state == "up" {
 		gl = strconv.FormatInt(t.gen, 10)
 	}
-	_, err = t.tx.Exec(`UPDATE disks SET state = 'ejected', generation_left = `+gl+` WHERE id = ?`, id)
-	return nil, err
+	if _, err = t.tx.Exec(`UPDATE disks SET state = 'ejected', generation_left = `+gl+` WHERE id = ?`, id); err != nil {
+		return nil, err
+	}
+	return nil, t.endRecovery(id)
 }
 
 func cmdDiskForget(t *txn) (any, error) {
@@ -233,6 +256,9 @@ func cmdDiskForget(t *txn) (any, error) {
 		return nil, apiErr(ErrInUse, "disk %d is up; eject it (keel disk eject %d) before forgetting it", id, id)
 	}
 	if _, err := t.tx.Exec(`DELETE FROM pg_disks WHERE disk_id = ?`, id); err != nil {
+		return nil, err
+	}
+	if err := t.endRecovery(id); err != nil {
 		return nil, err
 	}
 	_, err = t.tx.Exec(`DELETE FROM disks WHERE id = ?`, id)

@@ -125,10 +125,11 @@ func addDiskLocation(db *sql.DB, m map[string]apiclient.DiskLocation, disk int) 
 		return nil
 	}
 	var server int
+	var left int64
 	var state, addr, status string
-	err := db.QueryRow(`SELECT d.server_id, d.state, COALESCE(s.addr, ''), COALESCE(s.status, 'down')
+	err := db.QueryRow(`SELECT d.server_id, d.state, d.generation_left, COALESCE(s.addr, ''), COALESCE(s.status, 'down')
 		FROM disks d LEFT JOIN services s ON s.type = 'server' AND s.id = d.server_id WHERE d.id = ?`, disk).
-		Scan(&server, &state, &addr, &status)
+		Scan(&server, &state, &left, &addr, &status)
 	if errors.Is(err, sql.ErrNoRows) {
 		m[key] = apiclient.DiskLocation{}
 		return nil
@@ -136,7 +137,9 @@ func addDiskLocation(db *sql.DB, m map[string]apiclient.DiskLocation, disk int) 
 	if err != nil {
 		return err
 	}
-	m[key] = apiclient.DiskLocation{Server: uint32(server), Addr: addr, Up: state == "up" && status == "running" && addr != ""}
+	running := status == "running" && addr != ""
+	m[key] = apiclient.DiskLocation{Server: uint32(server), Addr: addr, State: state, GenerationLeft: left,
+		Up: state == "up" && running, Recovering: state == "recovering" && running}
 	return nil
 }
 

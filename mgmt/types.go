@@ -664,6 +664,8 @@ func DecodeRequest(call string, body []byte) (any, error) {
 	case "DiskMarkDown":
 		var r DiskMarkDownDesc
 		return &r, decodeStrict(body, &r)
+	case "DiskRecoveryProgress", "DiskRecoveryDone":
+		return decodeRecoveryCall(call, body)
 	case "VolumesReassign":
 		var r []ReassignDesc
 		if err := decodeStrict(body, &r); err != nil {

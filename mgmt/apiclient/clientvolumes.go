@@ -34,5 +34,17 @@ type VolumeLayout struct {
 type DiskLocation struct {
 	Server uint32 `json:"server"`
 	Addr   string `json:"addr"`
-	Up     bool   `json:"up"`
+	// Up: the disk is up and its server running; it serves reads and
+	// writes.
+	Up bool `json:"up"`
+	// Recovering: the disk is being brought up to date and its server is
+	// running; writes go to it, reads do not.
+	Recovering bool   `json:"recovering"`
+	State      string `json:"state"` // up, recovering, down, ejected; "" unknown
+	// GenerationLeft is the generation in which the disk last left the up
+	// state (-1 while up).
+	GenerationLeft int64 `json:"generationLeft"`
 }
+
+// Writable reports whether writes must reach the disk.
+func (d DiskLocation) Writable() bool { return d.Up || d.Recovering }
