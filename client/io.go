@@ -349,62 +349,112 @@ func (v *Volume) flushDisk(ctx context.Context, d uint32) error {
 	return nil
 }
 
-// BlockStatus reports, object by object, whether any layer holds the
-// object: an object no layer has is a hole that reads as zeroes.
+// Block states of OpReadMeta, as the servers keep them (server.BlockData
+// and its siblings; TestBlockStateValues holds them equal).
+const (
+	blockUnwritten = 0 // read through the parent chain
+	blockData      = 1
+	blockZero      = 2 // trimmed or zeroed: zeroes even over a parent
+)
+
+// maxStatusBytes bounds the range one BlockStatus call describes (the
+// NBD client asks again for the rest): 8192 blocks, a few READ_META
+// requests per layer.
+const maxStatusBytes = 32 << 20
+
+// BlockStatus reports each 4 KiB block through the layer chain: data when
+// the first layer that has the block written holds data, a hole that
+// reads as zeroes when that layer trimmed or zeroed it, or when no layer
+// wrote it. It asks one up replica per object (the tail first), layer by
+// layer, for the per-block states (READ_META).
 func (v *Volume) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent, error) {
 	v.gate.RLock()
 	defer v.gate.RUnlock()
 	if err := v.checkLost(); err != nil {
 		return nil, err
 	}
-	const maxObjects = 64 // bound one reply; the client asks again for the rest
+	start := off &^ (blockSize - 1)
+	end := min(off+min(length, maxStatusBytes), v.layout.Size)
+	end = min((end+blockSize-1)&^(blockSize-1), v.layout.Size)
+	if end <= start {
+		return nil, fmt.Errorf("volume %s: block status at %d+%d: %w", v.layout.Name, off, length, nbd.ErrInvalid)
+	}
 	var out []nbd.Extent
-	for _, e := range v.split(off, int(min(length, maxObjects*v.layout.ObjectSize))) {
-		allocated, err := v.allocated(ctx, e.index)
+	for _, e := range v.split(start, int(end-start)) {
+		data, err := v.blockData(ctx, e)
 		if err != nil {
 			return nil, err
 		}
-		ext := nbd.Extent{Length: int64(e.length), Hole: !allocated, Zero: !allocated}
-		if n := len(out); n > 0 && out[n-1].Hole == ext.Hole {
-			out[n-1].Length += ext.Length
-			continue
+		for _, d := range data {
+			ext := nbd.Extent{Length: blockSize, Hole: !d, Zero: !d}
+			if n := len(out); n > 0 && out[n-1].Hole == ext.Hole {
+				out[n-1].Length += blockSize
+				continue
+			}
+			out = append(out, ext)
 		}
-		out = append(out, ext)
 	}
+	out[0].Length -= off - start // off inside a block: that block's state
 	return out, nil
 }
 
-// allocated reports whether object index exists in any layer, asking the
-// first up replica that answers.
-func (v *Volume) allocated(ctx context.Context, index uint32) (bool, error) {
-	reps, err := v.upReplicas(ctx, index)
+// blockData reports, for each block of extent e, whether it reads as data
+// written by some layer, asking the first up replica that answers.
+func (v *Volume) blockData(ctx context.Context, e extent) ([]bool, error) {
+	reps, err := v.upReplicas(ctx, e.index)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	var errs []error
 	for _, r := range reps {
-		found, err := v.exists(ctx, r, index)
+		data, err := v.blockDataOn(ctx, r, e)
 		if err == nil {
-			return found, nil
+			return data, nil
 		}
-		errs = append(errs, err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("disk %d: %w", r.disk, err))
 	}
-	return false, errors.Join(errs...)
+	return nil, fmt.Errorf("volume %s object %d: block status: %w: %w", v.layout.Name, e.index, ErrNoReplica, errors.Join(errs...))
 }
 
-func (v *Volume) exists(ctx context.Context, r replica, index uint32) (bool, error) {
+func (v *Volume) blockDataOn(ctx context.Context, r replica, e extent) ([]bool, error) {
+	n := e.length / blockSize
+	data := make([]bool, n)
+	decided := make([]bool, n)
+	left := n
 	for _, layer := range v.layout.Layers {
-		req := wire.Request{Op: wire.OpRead, Volume: layer, Index: index}
-		var resp wire.Response
-		err := v.call(ctx, r, &req, &resp)
-		switch {
-		case err == nil:
-			return true, nil
-		case statusOf(err) != wire.StatusNotFound:
-			return false, err
+		if left == 0 {
+			break
+		}
+		for first := 0; first < n; first += wire.MaxIO / blockSize {
+			cnt := min(n-first, wire.MaxIO/blockSize)
+			req := wire.Request{Op: wire.OpReadMeta, Volume: layer, Index: e.index,
+				Offset: e.offset + uint64(first*blockSize), Length: uint32(cnt * blockSize)}
+			var resp wire.Response
+			err := v.call(ctx, r, &req, &resp)
+			if statusOf(err) == wire.StatusNotFound {
+				break // this layer does not have the object at all
+			}
+			if err != nil {
+				return nil, err
+			}
+			states, _, err := wire.DecodeBlockMeta(resp.Data, cnt)
+			if err != nil {
+				return nil, err
+			}
+			for i, st := range states {
+				b := first + i
+				if decided[b] || st == blockUnwritten {
+					continue
+				}
+				decided[b], data[b] = true, st == blockData
+				left--
+			}
 		}
 	}
-	return false, nil
+	return data, nil
 }
 
 // Cache has nothing to prefetch: the engine keeps no cache.
