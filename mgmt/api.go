@@ -35,6 +35,7 @@ var writeCalls = map[string]bool{
 	"SnapshotUpdate": true, "SnapshotDelete": true, "SnapshotDeleteById": true, "VolumeRevert": true,
 	"VolumesReassign": true, "VolumesReassignWait": true, "KVSet": true, "KVDelete": true,
 	"ServiceHeartbeat": true, "MgmtJoin": true,
+	"DiskScrubStart": true, "DiskScrubPause": true, "DiskScrubContinue": true, "DiskScrubReport": true,
 	"DiskRecoveryProgress": true, "DiskRecoveryDone": true,
 }
 

@@ -39,12 +39,14 @@ var reads = map[string]func(db *sql.DB, arg string) (any, error){
 }
 
 const diskCols = `id, server_id, size, ssd, model, serial, device, description, state, generation_left, disk_generation,
-	objects_count, objects_allocated, objects_free, free_bytes`
+	objects_count, objects_allocated, objects_free, free_bytes, ` + scrubCols
 
 func scanDisk(sc scanner) (DiskSummary, error) {
 	var d DiskSummary
-	err := sc.Scan(&d.ID, &d.ServerID, &d.Size, &d.SSD, &d.Model, &d.Serial, &d.Device, &d.Description, &d.State,
-		&d.GenerationLeft, &d.DiskGeneration, &d.ObjectsCount, &d.ObjectsAllocated, &d.ObjectsFree, &d.FreeBytes)
+	var scrub scrubRow
+	err := sc.Scan(append([]any{&d.ID, &d.ServerID, &d.Size, &d.SSD, &d.Model, &d.Serial, &d.Device, &d.Description, &d.State,
+		&d.GenerationLeft, &d.DiskGeneration, &d.ObjectsCount, &d.ObjectsAllocated, &d.ObjectsFree, &d.FreeBytes}, scrub.dest()...)...)
+	d.DiskScrub = scrubSummary(&scrub)
 	d.Up = d.State == "up"
 	d.SoftEject = "off"
 	d.SectorsCount = d.Size / sectorSize

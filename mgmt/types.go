@@ -261,6 +261,7 @@ type DiskSummary struct {
 	FreeBytes      int64  `json:"freeBytes"`
 	Size           int64  `json:"size"`
 	DiskGeneration int64  `json:"diskGeneration"`
+	DiskScrub
 }
 
 // DiskDescUpdate is the body of DiskSetDescription.
@@ -664,6 +665,8 @@ func DecodeRequest(call string, body []byte) (any, error) {
 	case "DiskMarkDown":
 		var r DiskMarkDownDesc
 		return &r, decodeStrict(body, &r)
+	case "DiskScrubReport":
+		return decodeScrubReport(body)
 	case "DiskRecoveryProgress", "DiskRecoveryDone":
 		return decodeRecoveryCall(call, body)
 	case "VolumesReassign":
