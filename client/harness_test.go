@@ -36,6 +36,7 @@ type testCluster struct {
 	mu         sync.Mutex
 	servers    map[uint32]*testServer
 	down       map[uint32]bool
+	recovering map[uint32]bool // write-only disks
 	refuseDown bool
 	downCalls  []uint32
 }
@@ -44,7 +45,7 @@ const testObjectSize = 2 << 20
 
 func mustNewTestCluster(t *testing.T, disks int) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, servers: map[uint32]*testServer{}, down: map[uint32]bool{}}
+	c := &testCluster{t: t, servers: map[uint32]*testServer{}, down: map[uint32]bool{}, recovering: map[uint32]bool{}}
 	dir := t.TempDir()
 	for i := 1; i <= disks; i++ {
 		p := filepath.Join(dir, fmt.Sprintf("disk%d", i))
@@ -117,13 +118,24 @@ func (c *testCluster) stop(s *testServer) {
 }
 
 func (c *testCluster) DiskAddr(ctx context.Context, disk uint32) (string, bool, error) {
+	addr, a, err := c.DiskAccess(ctx, disk)
+	return addr, a == DiskUp, err
+}
+
+func (c *testCluster) DiskAccess(ctx context.Context, disk uint32) (string, DiskAccess, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.servers[disk]
 	if !ok {
-		return "", false, fmt.Errorf("disk %d unknown", disk)
+		return "", DiskDown, fmt.Errorf("disk %d unknown", disk)
 	}
-	return s.addr, !c.down[disk], nil
+	switch {
+	case c.down[disk]:
+		return s.addr, DiskDown, nil
+	case c.recovering[disk]:
+		return s.addr, DiskWriteOnly, nil
+	}
+	return s.addr, DiskUp, nil
 }
 
 var errRefused = errors.New("mgmt refused")

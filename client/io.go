@@ -172,7 +172,7 @@ func (v *Volume) zero(ctx context.Context, op wire.Op, off, length int64, fua bo
 // succeeds when every replica acknowledged, or when each one that did not
 // answer was committed down by mgmt and at least one acknowledged.
 func (v *Volume) mutate(ctx context.Context, op wire.Op, e extent, data []byte, fua bool) error {
-	reps, err := v.upReplicas(ctx, e.index)
+	reps, err := v.writeReplicas(ctx, e.index)
 	if err != nil {
 		return err
 	}
@@ -330,11 +330,11 @@ func (v *Volume) flushDisk(ctx context.Context, d uint32) error {
 	if down {
 		return nil
 	}
-	addr, up, err := v.cluster.DiskAddr(ctx, d)
+	addr, access, err := v.diskAccess(ctx, d)
 	if err != nil {
 		return err
 	}
-	if !up {
+	if !access.Writable() {
 		return nil // mgmt took it out; it is recovered before it serves again
 	}
 	req := wire.Request{Op: wire.OpFlush}

@@ -63,6 +63,36 @@ type Cluster interface {
 	MarkDiskDown(ctx context.Context, disk uint32, reason string) error
 }
 
+// AccessCluster is a Cluster that knows recovering disks. A Cluster that
+// does not implement it never sends writes to a recovering disk, so a
+// disk recovering while such a client writes misses those writes: every
+// frontend that writes must implement it (the client applet's Service
+// does).
+type AccessCluster interface {
+	Cluster
+	// DiskAccess is DiskAddr with what mgmt lets the engine do with the
+	// disk: read and write it (up), only write it (recovering), or
+	// neither (down).
+	DiskAccess(ctx context.Context, disk uint32) (addr string, access DiskAccess, err error)
+}
+
+// DiskAccess is what the engine may do with a disk.
+type DiskAccess uint8
+
+const (
+	// DiskDown: neither reads nor writes (down, ejected, server stopped).
+	DiskDown DiskAccess = iota
+	// DiskWriteOnly: a recovering disk. Every write reaches it, so that
+	// recovery only has to copy what it missed while down; it serves no
+	// reads until mgmt marks it up.
+	DiskWriteOnly
+	// DiskUp: reads and writes.
+	DiskUp
+)
+
+// Writable reports whether writes must reach the disk.
+func (a DiskAccess) Writable() bool { return a != DiskDown }
+
 var (
 	// ErrLayout means a volume layout the engine cannot serve.
 	ErrLayout = errors.New("invalid volume layout")

@@ -51,6 +51,10 @@ type Service struct {
 
 	mu    sync.Mutex
 	disks map[uint32]apiclient.DiskLocation
+	// downAt: the generation in which mgmt committed a disk down at our
+	// request. A ClientVolumes reply older than that still shows the
+	// disk as it was; the disk stays out until a newer reply.
+	downAt map[uint32]int64
 	vols  map[string]*attachment // by globalId
 	gen   int64
 	start int64
@@ -72,20 +76,36 @@ func NewService(o ServiceOptions) *Service {
 	if o.Poll <= 0 {
 		o.Poll = 250 * time.Millisecond
 	}
-	return &Service{o: o, log: o.Log, vols: map[string]*attachment{}, disks: map[uint32]apiclient.DiskLocation{},
+	return &Service{o: o, log: o.Log, vols: map[string]*attachment{}, disks: map[uint32]apiclient.DiskLocation{}, downAt: map[uint32]int64{},
 		pool:  NewPool(o.Secret, wire.Peer{NodeID: o.ClientID, Role: "client", Name: o.Name}, o.Conns),
 		start: time.Now().Unix()}
 }
 
 // DiskAddr implements Cluster from the last ClientVolumes reply.
 func (s *Service) DiskAddr(ctx context.Context, disk uint32) (string, bool, error) {
+	addr, a, err := s.DiskAccess(ctx, disk)
+	return addr, a == DiskUp, err
+}
+
+// DiskAccess implements AccessCluster from the last ClientVolumes reply.
+func (s *Service) DiskAccess(ctx context.Context, disk uint32) (string, DiskAccess, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.disks[disk]
 	if !ok {
-		return "", false, fmt.Errorf("disk %d: not in the cluster's disk list", disk)
+		return "", DiskDown, fmt.Errorf("disk %d: not in the cluster's disk list", disk)
 	}
-	return d.Addr, d.Up, nil
+	return d.Addr, accessOf(d), nil
+}
+
+func accessOf(d apiclient.DiskLocation) DiskAccess {
+	switch {
+	case d.Up:
+		return DiskUp
+	case d.Recovering:
+		return DiskWriteOnly
+	}
+	return DiskDown
 }
 
 // MarkDiskDown implements Cluster: mgmt commits the disk down, then the
@@ -95,13 +115,17 @@ func (s *Service) MarkDiskDown(ctx context.Context, disk uint32, reason string) 
 	gen := s.gen
 	s.mu.Unlock()
 	s.log.Warn("asking mgmt to mark a silent disk down", "disk", disk, "reason", reason)
-	if _, err := s.o.API.Post(ctx, "DiskMarkDown/"+strconv.FormatUint(uint64(disk), 10), map[string]any{"generation": gen}, nil); err != nil {
+	var info struct {
+		Generation int64 `json:"generation"`
+	}
+	if _, err := s.o.API.Post(ctx, "DiskMarkDown/"+strconv.FormatUint(uint64(disk), 10), map[string]any{"generation": gen}, &info); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	d := s.disks[disk]
-	d.Up = false
+	d.Up, d.Recovering = false, false
 	s.disks[disk] = d
+	s.downAt[disk] = max(s.downAt[disk], info.Generation)
 	s.mu.Unlock()
 	return nil
 }
@@ -150,13 +174,19 @@ func (s *Service) sync(ctx context.Context) error {
 		return err
 	}
 	disks := map[uint32]apiclient.DiskLocation{}
+	s.mu.Lock()
 	for k, d := range cv.Disks {
 		id, err := strconv.ParseUint(k, 10, 32)
 		if err != nil {
+			s.mu.Unlock()
 			return fmt.Errorf("ClientVolumes: disk id %q: %w", k, err)
+		}
+		if cv.Generation < s.downAt[uint32(id)] {
+			d.Up, d.Recovering = false, false // the reply predates our DiskMarkDown
 		}
 		disks[uint32(id)] = d
 	}
+	s.mu.Unlock()
 	seen := map[string]bool{}
 	for _, vl := range cv.Volumes {
 		seen[vl.GlobalID] = true
@@ -169,8 +199,25 @@ func (s *Service) sync(ctx context.Context) error {
 		}
 	}
 	s.mu.Lock()
+	old := s.disks
 	s.disks = disks
 	s.mu.Unlock()
+	// A disk whose write eligibility changed (down -> recovering, or out):
+	// volumes that marked it down may use it again, and the writes in
+	// flight, issued with the old disk set, finish before we report this
+	// generation (recovery of a returning disk waits for that report, so
+	// every write it does not see reaches the disk itself).
+	changed := false
+	for id, d := range disks {
+		if accessOf(d).Writable() != accessOf(old[id]).Writable() {
+			changed = true
+			if d.Writable() {
+				for _, a := range s.vols {
+					a.vol.Readmit(id)
+				}
+			}
+		}
+	}
 	var errs []error
 	for _, vl := range cv.Volumes {
 		if err := s.apply(ctx, vl); err != nil {
@@ -184,6 +231,11 @@ func (s *Service) sync(ctx context.Context) error {
 			if a.tcpExp != nil {
 				a.tcpExp.Fail(fmt.Errorf("%w: %v", nbd.ErrVolumeLost, err))
 			}
+		}
+	}
+	if changed {
+		for _, a := range s.vols {
+			a.vol.Drain()
 		}
 	}
 	if len(errs) > 0 {

@@ -159,11 +159,22 @@ type replica struct {
 	addr string
 }
 
-// upReplicas returns the disks of object index's set that are up, tail
-// first (reads prefer it).
+// upReplicas returns the disks of object index's set that serve reads
+// (up, not recovering), tail first (reads prefer it).
 func (v *Volume) upReplicas(ctx context.Context, index uint32) ([]replica, error) {
+	return v.replicas(ctx, index, false)
+}
+
+// writeReplicas returns the disks of object index's set that writes must
+// reach: the up ones and the recovering ones.
+func (v *Volume) writeReplicas(ctx context.Context, index uint32) ([]replica, error) {
+	return v.replicas(ctx, index, true)
+}
+
+func (v *Volume) replicas(ctx context.Context, index uint32, write bool) ([]replica, error) {
 	set := v.diskSet(index)
 	out := make([]replica, 0, len(set))
+	up := 0
 	for i := len(set) - 1; i >= 0; i-- {
 		d := set[i]
 		v.mu.Lock()
@@ -172,18 +183,51 @@ func (v *Volume) upReplicas(ctx context.Context, index uint32) ([]replica, error
 		if down {
 			continue
 		}
-		addr, up, err := v.cluster.DiskAddr(ctx, d)
+		addr, access, err := v.diskAccess(ctx, d)
 		if err != nil {
 			return nil, err
 		}
-		if up {
+		if access == DiskUp || (write && access.Writable()) {
 			out = append(out, replica{disk: d, addr: addr})
+		}
+		if access == DiskUp {
+			up++
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("volume %s object %d: %w: every disk of set %v is down", v.layout.Name, index, ErrNoReplica, set)
+		return nil, fmt.Errorf("volume %s object %d: %w: no disk of set %v is up", v.layout.Name, index, ErrNoReplica, set)
 	}
 	return out, nil
+}
+
+// diskAccess asks the cluster what the engine may do with disk d.
+func (v *Volume) diskAccess(ctx context.Context, d uint32) (string, DiskAccess, error) {
+	if ac, ok := v.cluster.(AccessCluster); ok {
+		return ac.DiskAccess(ctx, d)
+	}
+	addr, up, err := v.cluster.DiskAddr(ctx, d)
+	if up {
+		return addr, DiskUp, err
+	}
+	return addr, DiskDown, err
+}
+
+// Readmit lets the engine use disk again after it marked it down: mgmt
+// reports it up or recovering in a generation after the one that
+// committed it down. Writes issued from now on include it.
+func (v *Volume) Readmit(disk uint32) {
+	v.mu.Lock()
+	delete(v.down, disk)
+	v.mu.Unlock()
+}
+
+// Drain waits until the requests in flight are done. A client calls it
+// after a disk's write eligibility changed, before it reports the new
+// generation: every write issued after the report uses the new disk set.
+func (v *Volume) Drain() {
+	v.gate.Lock()
+	//lint:ignore SA2001 the empty critical section is the barrier
+	v.gate.Unlock()
 }
 
 func (v *Volume) checkLost() error {

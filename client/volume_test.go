@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"keel/nbd"
+	"keel/server"
 	"keel/wire"
 )
 
@@ -242,5 +243,73 @@ func TestLimiter(t *testing.T) {
 	cancel()
 	if err := l.wait(ctx, 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("11th op within the second did not wait: %v", err)
+	}
+}
+
+// A recovering disk gets every write but serves no read: with the other
+// replicas stopped a read fails rather than reading it, and once it is up
+// it alone returns what was written while it recovered. A disk the volume
+// marked down is used again after Readmit.
+func TestVolumeRecoveringDisk(t *testing.T) {
+	c := mustNewTestCluster(t, 3)
+	const size = 2 * testObjectSize
+	ctx := context.Background()
+	v := c.open(t, c.layout("vol", []uint64{40}, size))
+	r := rand.New(rand.NewPCG(7, 8))
+	c.mu.Lock()
+	c.recovering[1] = true
+	c.mu.Unlock()
+	p := randBytes(r, size)
+	if err := v.WriteAt(ctx, p, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(c.servers[2])
+	c.stop(c.servers[3])
+	c.mu.Lock()
+	c.down[2], c.down[3] = true, true
+	c.mu.Unlock()
+	if err := v.ReadAt(ctx, make([]byte, 4096), 0); !errors.Is(err, ErrNoReplica) {
+		t.Fatalf("read with only a recovering disk left: %v, want ErrNoReplica", err)
+	}
+	c.mu.Lock()
+	delete(c.recovering, 1)
+	c.mu.Unlock()
+	buf := make([]byte, size)
+	if err := v.ReadAt(ctx, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, p) {
+		t.Fatal("the recovering disk did not get every write")
+	}
+
+	// Disk 1 stops answering: the volume marks it down and stops using it;
+	// back (recovering, then readmitted) it gets writes again.
+	c.start(c.servers[2])
+	c.start(c.servers[3])
+	c.mu.Lock()
+	c.down[2], c.down[3] = false, false
+	c.mu.Unlock()
+	c.stop(c.servers[1])
+	if err := v.WriteAt(ctx, randBytes(r, 4096), 0, true); err != nil {
+		t.Fatalf("write with disk 1 silent: %v", err)
+	}
+	c.start(c.servers[1])
+	c.mu.Lock()
+	c.down[1], c.recovering[1] = false, true
+	c.mu.Unlock()
+	p = randBytes(r, 4096)
+	if err := v.WriteAt(ctx, p, 8192, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := make([]byte, 4096); c.servers[1].store.Read(server.ObjectID{Volume: 40, Index: 0}, 8192, got) == nil && bytes.Equal(got, p) {
+		t.Fatal("a disk the volume marked down got writes before it was readmitted")
+	}
+	v.Readmit(1)
+	if err := v.WriteAt(ctx, p, 8192, true); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4096)
+	if err := c.servers[1].store.Read(server.ObjectID{Volume: 40, Index: 0}, 8192, got); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("after Readmit the recovering disk did not get the write: %v", err)
 	}
 }
