@@ -28,6 +28,7 @@ const (
 
 // writeCalls are the POST calls that become one Raft command each.
 var writeCalls = map[string]bool{
+	"iSCSIConfig": true, "iSCSIReport": true,
 	"DiskEject": true, "DiskForget": true, "DiskSetDescription": true, "DiskRegister": true, "DiskMarkDown": true,
 	"PlacementGroupUpdate": true, "PlacementGroupDelete": true, "FaultSetUpdate": true,
 	"VolumeTemplateCreate": true, "VolumeTemplateUpdate": true, "VolumeTemplateDelete": true,
@@ -163,6 +164,8 @@ func (s *Service) serveWrite(ctx context.Context, w http.ResponseWriter, call, a
 		res, err = s.join(ctx, body)
 	case "DiskRegister":
 		res, err = s.diskRegister(ctx, body)
+	case "iSCSIReport":
+		res, err = s.iscsiReport(ctx, body)
 	default:
 		if call == "VolumesReassign" || call == "VolumesReassignWait" {
 			if err := s.checkDetachOpen(call, body); err != nil {

@@ -14,6 +14,8 @@ import (
 // command (never the clock, randomness or node-local settings).
 var commands = map[string]func(*txn) (any, error){
 	"ClusterInit":          cmdClusterInit,
+	"iSCSIConfig":          cmdISCSIConfig,
+	"iSCSIReport":          cmdISCSIReport,
 	"MgmtJoin":             cmdMgmtJoin,
 	"ServiceUpdate":        cmdServiceUpdate,
 	"ServiceDown":          cmdServiceDown,

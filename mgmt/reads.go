@@ -12,6 +12,9 @@ import (
 // reads maps a read call to its handler. arg is the path argument.
 var reads = map[string]func(db *sql.DB, arg string) (any, error){
 	"ServersList":            readServersList,
+	"iSCSIConfig":            readISCSIConfig,
+	"iSCSISessionsInfo":      readISCSISessions,
+	"iSCSInterfacesInfo":     readISCSIInterfaces,
 	"NetworkPeersList":       readNetworkPeers,
 	"DisksList":              readDisksList,
 	"DiskDescribe":           readDiskDescribe,

@@ -499,6 +499,10 @@ func (p *VolumePolicy) check() error {
 // proposing anything. It returns the decoded request.
 func DecodeRequest(call string, body []byte) (any, error) {
 	switch call {
+	case "iSCSIConfig":
+		return decodeISCSIChange(body)
+	case "iSCSIReport":
+		return decodeISCSIReport(body)
 	case "VolumeCreate":
 		var r VolumeCreateDesc
 		if err := decodeStrict(body, &r); err != nil {
