@@ -12,4 +12,5 @@ type DiskCmd struct {
 	Eject          DiskEjectCmd          `cmd:"" help:"Eject a disk: it stops serving and its data is recovered elsewhere."`
 	Forget         DiskForgetCmd         `cmd:"" help:"Remove an ejected or down disk from the cluster."`
 	SetDescription DiskSetDescriptionCmd `cmd:"" name:"set-description" help:"Set a disk's description."`
+	Scrub          DiskScrubCmd          `cmd:"" help:"Start, pause or continue scrubbing a disk (verify every block, repair from replicas)."`
 }

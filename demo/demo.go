@@ -32,6 +32,7 @@ type Options struct {
 	Binary     string // the keel binary; default: this process's executable
 	VolumeSize int64
 	Servers    int
+	DiskSize   int64 // of each sparse disk file when it is created; default 8 GiB
 	// Mgmt is the number of mgmt voters (1, 3 or 5; 0 means 1), on nodes
 	// 1..Mgmt. A demo created with more keeps them; a larger number adds
 	// voters to an existing demo.
@@ -46,7 +47,7 @@ type Options struct {
 const (
 	demoVolume   = "demo"
 	demoTemplate = "demo-r3"
-	diskSize     = 8 << 30 // sparse files: only written blocks take space
+	diskSize     = 8 << 30 // default; sparse files: only written blocks take space
 	clientNode   = 1
 )
 
@@ -135,6 +136,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	if o.Mgmt == 0 {
 		o.Mgmt = 1
+	}
+	if o.DiskSize == 0 {
+		o.DiskSize = diskSize
 	}
 	if o.Mgmt != 1 && o.Mgmt != 3 && o.Mgmt != 5 {
 		return nil, fmt.Errorf("demo: %d mgmt voters: use 1, 3 or 5 (Raft needs a majority of them up)", o.Mgmt)
@@ -410,7 +414,7 @@ func (c *Cluster) bringUp(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			f.Truncate(diskSize)
+			f.Truncate(o.DiskSize)
 			f.Close()
 			if _, err := c.keel(ctx, n, "disk", "init", p, "--id", strconv.Itoa(diskID(n, d)), "--cluster-id", status.ClusterID); err != nil {
 				return err

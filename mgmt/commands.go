@@ -48,6 +48,7 @@ var commands = map[string]func(*txn) (any, error){
 	"VolumesReassignWait":  cmdVolumesReassignWait,
 	"KVSet":                cmdKVSet,
 	"KVDelete":             cmdKVDelete,
+	"LayersDeleted":        cmdLayersDeleted,
 }
 
 func decodeAs[T any](t *txn) (T, error) {
@@ -897,6 +898,9 @@ func (t *txn) remove(v *volRow) error {
 	if err := t.release(v); err != nil {
 		return err
 	}
+	if err := t.dropLayer(v); err != nil {
+		return err
+	}
 	if _, err := t.tx.Exec(`DELETE FROM volumes WHERE id = ?`, v.ID); err != nil {
 		return err
 	}
@@ -913,6 +917,9 @@ func (t *txn) remove(v *volRow) error {
 		}
 		if children > 0 || !(p.Deleted || p.Bound) {
 			return nil
+		}
+		if err := t.dropLayer(p); err != nil {
+			return err
 		}
 		if _, err := t.tx.Exec(`DELETE FROM volumes WHERE id = ?`, p.ID); err != nil {
 			return err
@@ -1009,6 +1016,9 @@ func cmdVolumeRevert(t *txn) (any, error) {
 	}
 	v.ParentID, v.Size = s.ID, s.Size
 	// Drop what the volume wrote since: it reads through the snapshot.
+	if err := t.dropLayer(v); err != nil {
+		return nil, err
+	}
 	if err := t.freshLayer(v); err != nil {
 		return nil, err
 	}

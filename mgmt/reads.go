@@ -39,6 +39,7 @@ var reads = map[string]func(db *sql.DB, arg string) (any, error){
 	"KVGet":                  readKVGet,
 	"NodeStopCheck":          readNodeStopCheck,
 	"ClientVolumes":          readClientVolumes,
+	"LayersToDelete":         readLayersToDelete,
 }
 
 const diskCols = `id, server_id, size, ssd, model, serial, device, description, state, generation_left, disk_generation,

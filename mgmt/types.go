@@ -671,6 +671,8 @@ func DecodeRequest(call string, body []byte) (any, error) {
 		return &r, decodeStrict(body, &r)
 	case "DiskScrubReport":
 		return decodeScrubReport(body)
+	case "LayersDeleted":
+		return decodeLayersDeleted(body)
 	case "DiskRecoveryProgress", "DiskRecoveryDone":
 		return decodeRecoveryCall(call, body)
 	case "VolumesReassign":

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"keel/mgmt/apiclient"
 	"keel/wire"
 )
 
@@ -456,4 +458,144 @@ func (sc *Scrubber) repair(ctx context.Context, b BadBlock) bool {
 	log.Error("SCRUB: BLOCK UNREPAIRABLE: no good replica; its data is lost on this disk and reads of it fail until it is rewritten",
 		"replicas", len(reps), "err", errors.Join(errs...))
 	return false
+}
+
+// mgmtReplicas finds an object's other replicas from mgmt's DiskReplicas
+// (refreshed when older than a few seconds) and keeps one connection per
+// peer server.
+type mgmtReplicas struct {
+	api  *apiclient.Client
+	dial func(ctx context.Context, addr string) (*wire.Client, error)
+
+	mu    sync.Mutex
+	m     *ReplicaMap
+	at    time.Time
+	conns map[string]*wire.Client
+}
+
+const replicaMapMaxAge = 5 * time.Second
+
+func (f *mgmtReplicas) Replicas(ctx context.Context, disk uint32, id ObjectID) ([]Replica, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil || time.Since(f.at) > replicaMapMaxAge {
+		var r apiclient.DiskReplicas
+		if _, err := f.api.Get(ctx, fmt.Sprintf("DiskReplicas/%d", disk), nil, &r); err != nil {
+			return nil, fmt.Errorf("disk %d: where are the replicas (DiskReplicas): %w", disk, err)
+		}
+		f.m, f.at = NewReplicaMap(&r), time.Now()
+	}
+	peers, ok := f.m.Peers(id)
+	if !ok {
+		return nil, fmt.Errorf("disk %d: mgmt places object %s on no disk set of this disk (deleted volume?)", disk, id)
+	}
+	var out []Replica
+	var errs []error
+	// placeTail (last) first: the replica clients read from.
+	for _, p := range slices.Backward(peers) {
+		loc := f.m.Location(p)
+		if !loc.Up {
+			errs = append(errs, fmt.Errorf("disk %d is %s", p, loc.State))
+			continue
+		}
+		c := f.conns[loc.Addr]
+		if c == nil || c.Closed() {
+			var err error
+			if c, err = f.dial(ctx, loc.Addr); err != nil {
+				errs = append(errs, fmt.Errorf("disk %d: %w", p, err))
+				continue
+			}
+			f.conns[loc.Addr] = c
+		}
+		out = append(out, Replica{Disk: p, Conn: c})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("object %s: no up replica besides disk %d: %w", id, disk, errors.Join(errs...))
+	}
+	return out, nil
+}
+
+func (f *mgmtReplicas) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+}
+
+// followScrub runs disk id's scrub jobs as mgmt wants them: every
+// heartbeat interval it reads the desired state (DiskDescribe), starts,
+// resumes (after a restart, from the position last reported), pauses or
+// continues the job, and reports progress (DiskScrubReport) when it
+// changed.
+func (s *Server) followScrub(ctx context.Context, o Options, id uint32, st *Store) {
+	self := wire.Peer{NodeID: o.NodeID, Role: "server", Name: o.Name}
+	find := &mgmtReplicas{api: o.Mgmt, conns: map[string]*wire.Client{}, dial: func(ctx context.Context, addr string) (*wire.Client, error) {
+		return wire.Dial(ctx, "tcp", addr, o.Secret, self)
+	}}
+	defer find.close()
+	sc := NewScrubber(st, find, DefaultScrubRate, s.log)
+	defer sc.Stop()
+	interval := o.HeartbeatInterval
+	if interval <= 0 {
+		interval = 2 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var reported apiclient.DiskScrubReport
+	var lastErr string
+	for {
+		err := s.followScrubOnce(ctx, o.Mgmt, id, sc, &reported)
+		if msg := fmt.Sprint(err); msg != lastErr {
+			if err != nil {
+				s.log.Warn("following the disk's scrub state in mgmt failed; retrying", "disk", id, "err", err)
+			}
+			lastErr = msg
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.Failed():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) followScrubOnce(ctx context.Context, api *apiclient.Client, id uint32, sc *Scrubber, reported *apiclient.DiskScrubReport) error {
+	var want apiclient.DiskScrub
+	if _, err := api.Get(ctx, fmt.Sprintf("DiskDescribe/%d", id), nil, &want); err != nil {
+		return err
+	}
+	cur := sc.Status()
+	switch {
+	case want.Scrubbing && cur.Job != want.ScrubJob:
+		// A new job, or ours after a restart: from where it got to.
+		sc.Start(ctx, ScrubStatus{Job: want.ScrubJob, Position: ScrubPosition{Slot: int(want.ScrubPosition.Slot), AU: int(want.ScrubPosition.AU)},
+			ScrubbedBytes: uint64(want.ScrubbedBytes), TotalBytes: uint64(want.ScrubTotalBytes), Blocks: uint64(want.ScrubBlocks),
+			Errors: uint64(want.ScrubErrors), Repaired: uint64(want.ScrubRepaired), Unrepairable: uint64(want.ScrubUnrepairable)}, want.ScrubbingPaused)
+	case want.Scrubbing:
+		sc.SetPaused(want.ScrubbingPaused)
+	case cur.Job != 0 && (cur.State == ScrubRunning || cur.State == ScrubPaused):
+		// mgmt no longer wants this job (the disk was forgotten and
+		// registered anew, say).
+		sc.Stop()
+		return nil
+	}
+	cur = sc.Status()
+	if !want.Scrubbing || cur.Job != want.ScrubJob {
+		return nil
+	}
+	rep := apiclient.DiskScrubReport{Job: cur.Job, State: cur.State, Position: apiclient.ScrubPosition{Slot: int64(cur.Position.Slot), AU: int64(cur.Position.AU)},
+		ScrubbedBytes: int64(cur.ScrubbedBytes), TotalBytes: int64(cur.TotalBytes), Blocks: int64(cur.Blocks), Errors: int64(cur.Errors),
+		Repaired: int64(cur.Repaired), Unrepairable: int64(cur.Unrepairable), BW: int64(cur.BW), Error: cur.Error}
+	if rep == *reported {
+		return nil
+	}
+	if _, err := api.Post(ctx, fmt.Sprintf("DiskScrubReport/%d", id), rep, nil); err != nil {
+		return fmt.Errorf("report scrub progress: %w", err)
+	}
+	*reported = rep
+	return nil
 }

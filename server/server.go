@@ -153,6 +153,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Mgmt != nil {
 		go srv.register(ctx, o, addrs)
+		go srv.reclaim(ctx, o.Mgmt, o.NodeID, o.HeartbeatInterval)
 	}
 	if o.Ready != nil {
 		o.Ready(addrs)
