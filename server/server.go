@@ -150,6 +150,9 @@ func Run(ctx context.Context, o Options) error {
 		if o.FlushInterval > 0 {
 			go st.FlushEvery(ctx, o.FlushInterval, func(err error) { o.Log.Error("background flush failed", "disk", id, "err", err) })
 		}
+		if o.Mgmt != nil {
+			go srv.followScrub(ctx, o, id, st)
+		}
 	}
 	if o.Mgmt != nil {
 		go srv.register(ctx, o, addrs)
