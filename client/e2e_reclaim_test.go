@@ -12,22 +12,126 @@ import (
 	"keel/mgmt/apiclient"
 )
 
+// reclaimHarness watches the disks' free space (DisksList) against what
+// it was when the harness was made.
+type reclaimHarness struct {
+	t      *testing.T
+	start  time.Time
+	ctx    context.Context
+	cl     *demo.Cluster
+	size   map[int]int64
+	before map[int]int64
+}
+
+func newReclaimHarness(t *testing.T, ctx context.Context, cl *demo.Cluster) *reclaimHarness {
+	h := &reclaimHarness{t: t, ctx: ctx, cl: cl, start: time.Now()}
+	h.size, h.before = h.diskFree()
+	return h
+}
+
 // diskFree returns DisksList's size and free bytes of every disk.
-func diskFree(t *testing.T, ctx context.Context, cl *demo.Cluster) (size, free map[int]int64) {
-	t.Helper()
+func (h *reclaimHarness) diskFree() (size, free map[int]int64) {
+	h.t.Helper()
 	var list map[string]struct {
 		ID        int   `json:"id"`
 		Size      int64 `json:"size"`
 		FreeBytes int64 `json:"freeBytes"`
 	}
-	if _, err := cl.API().Get(ctx, "DisksList", nil, &list); err != nil {
-		t.Fatalf("DisksList: %v", err)
+	if _, err := h.cl.API().Get(h.ctx, "DisksList", nil, &list); err != nil {
+		h.t.Fatalf("DisksList: %v", err)
 	}
 	size, free = map[int]int64{}, map[int]int64{}
 	for _, d := range list {
 		size[d.ID], free[d.ID] = d.Size, d.FreeBytes
 	}
 	return size, free
+}
+
+// waitUsed waits until the space taken since the start on the disks
+// selected by which (all when nil) is within [lo-slack, hi+slack], slack
+// being how far DisksList may lag behind the servers (1% per disk).
+func (h *reclaimHarness) waitUsed(what string, which func(disk int) bool, lo, hi int64) {
+	h.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, free := h.diskFree()
+		var used, slack int64
+		for id, f := range free {
+			if which == nil || which(id) {
+				used += h.before[id] - f
+				slack += h.size[id] / 100
+			}
+		}
+		if used >= lo-slack && used <= hi+slack {
+			h.t.Logf("%s: %d MiB used on the disks (at %v)", what, used>>20, time.Since(h.start).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s: %d MiB used on the disks, want %d..%d MiB (± %d MiB)", what, used>>20, lo>>20, hi>>20, slack>>20)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func (h *reclaimHarness) post(call string, body any) {
+	h.t.Helper()
+	if _, err := h.cl.API().Post(h.ctx, call, body, nil); err != nil {
+		h.t.Fatalf("%s: %v", call, err)
+	}
+}
+
+// reassign runs VolumesReassignWait, retrying while the client still
+// reports a just-closed export open.
+func (h *reclaimHarness) reassign(desc map[string]any) {
+	h.t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err := h.cl.API().Post(h.ctx, "VolumesReassignWait", map[string]any{"reassign": []map[string]any{desc}, "attachTimeout": 20}, nil)
+		var ae *apiclient.APIError
+		if err == nil {
+			return
+		}
+		if !errors.As(err, &ae) || ae.Name != "objectInUse" || time.Now().After(deadline) {
+			h.t.Fatalf("VolumesReassignWait %v: %v", desc, err)
+		}
+	}
+}
+
+// open attaches volume name read-write to client 1 and opens its export.
+func (h *reclaimHarness) open(name string) *nbdConn {
+	h.t.Helper()
+	h.reassign(map[string]any{"volume": name, "rw": []int{1}})
+	u, err := url.Parse(h.cl.Env()["KEEL_NBD_URI"])
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		conn, err := dialNBD(u.Host, name)
+		if err == nil {
+			return conn
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("open export %s: %v", name, err)
+		}
+	}
+}
+
+const reclaimRegion = 256 << 20
+
+// write fills reclaimRegion bytes at off and flushes.
+func (h *reclaimHarness) write(conn *nbdConn, off int64) {
+	h.t.Helper()
+	b := make([]byte, 4<<20)
+	for i := range b {
+		b[i] = byte(i%253) + 1
+	}
+	for o := off; o < off+reclaimRegion; o += int64(len(b)) {
+		if err := conn.WriteAt(b, o, false); err != nil {
+			h.t.Fatalf("write at %d: %v", o, err)
+		}
+	}
+	if err := conn.Flush(); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 // TestE2ESpaceReclaim: a volume writes 256 MiB, is snapshotted, writes
@@ -38,121 +142,92 @@ func diskFree(t *testing.T, ctx context.Context, cl *demo.Cluster) (size, free m
 // before the writes (within the 1% DisksList may lag by).
 func TestE2ESpaceReclaim(t *testing.T) {
 	cl := startDemoWith(t, demo.Options{DiskSize: 2 << 30})
-	env := cl.Env()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	api := cl.API()
-	post := func(call string, body any) {
-		t.Helper()
-		if _, err := api.Post(ctx, call, body, nil); err != nil {
-			t.Fatalf("%s: %v", call, err)
-		}
-	}
-	reassign := func(desc map[string]any) {
-		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			_, err := api.Post(ctx, "VolumesReassignWait", map[string]any{"reassign": []map[string]any{desc}, "attachTimeout": 20}, nil)
-			var ae *apiclient.APIError
-			if err == nil {
-				return
-			}
-			if !errors.As(err, &ae) || ae.Name != "objectInUse" || time.Now().After(deadline) {
-				t.Fatalf("VolumesReassignWait %v: %v", desc, err)
-			}
-		}
-	}
-	size, before := diskFree(t, ctx, cl)
-	// used is the space taken since the start, over all disks; slack is
-	// how far DisksList may lag behind the servers (1% per disk).
-	var slack int64
-	for _, s := range size {
-		slack += s / 100
-	}
-	used := func() int64 {
-		_, free := diskFree(t, ctx, cl)
-		var n int64
-		for id, f := range free {
-			n += before[id] - f
-		}
-		return n
-	}
-	waitUsed := func(what string, lo, hi int64) int64 {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			u := used()
-			if u >= lo && u <= hi {
-				t.Logf("%s: %d MiB used on the disks", what, u>>20)
-				return u
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d MiB used on the disks, want %d..%d MiB", what, u>>20, lo>>20, hi>>20)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-	}
+	h := newReclaimHarness(t, ctx, cl)
 
-	post("VolumeCreate", map[string]any{"name": "gc-vol", "size": e2eVolumeSize, "template": "demo-r3"})
-	reassign(map[string]any{"volume": "gc-vol", "rw": []int{1}})
-	u, err := url.Parse(env["KEEL_NBD_URI"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conn *nbdConn
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if conn, err = dialNBD(u.Host, "gc-vol"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("open export gc-vol: %v", err)
-		}
-	}
-	const region = 256 << 20
-	write := func(off int64) {
-		t.Helper()
-		b := make([]byte, 4<<20)
-		for i := range b {
-			b[i] = byte(i%253) + 1
-		}
-		for o := off; o < off+region; o += int64(len(b)) {
-			if err := conn.WriteAt(b, o, false); err != nil {
-				t.Fatalf("write at %d: %v", o, err)
-			}
-		}
-		if err := conn.Flush(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	const copies = 3 * region // replication 3
-	write(0)
-	post("VolumeSnapshot/gc-vol", map[string]any{"name": "gc-snap"})
-	write(512 << 20)
+	h.post("VolumeCreate", map[string]any{"name": "gc-vol", "size": e2eVolumeSize, "template": "demo-r3"})
+	conn := h.open("gc-vol")
+	const copies = 3 * reclaimRegion // replication 3
+	h.write(conn, 0)
+	h.post("VolumeSnapshot/gc-vol", map[string]any{"name": "gc-snap"})
+	h.write(conn, 512<<20)
 	conn.Close()
-	reassign(map[string]any{"volume": "gc-vol", "detach": []int{1}})
-	waitUsed("after writing 2 x 256 MiB", 2*copies-slack, 2*copies+slack)
+	h.reassign(map[string]any{"volume": "gc-vol", "detach": []int{1}})
+	h.waitUsed("after writing 2 x 256 MiB", nil, 2*copies, 2*copies)
 
-	post("VolumeRevert/gc-vol", map[string]any{"toSnapshot": "gc-snap"})
-	waitUsed("after the revert to the snapshot", copies-slack, copies+slack)
+	h.post("VolumeRevert/gc-vol", map[string]any{"toSnapshot": "gc-snap"})
+	h.waitUsed("after the revert to the snapshot", nil, copies, copies)
 
-	post("SnapshotDelete/gc-snap", nil)
+	h.post("SnapshotDelete/gc-snap", nil)
 	time.Sleep(3 * time.Second) // a few server rounds: nothing may go
-	waitUsed("after deleting the snapshot, which the volume still reads through", copies-slack, copies+slack)
+	h.waitUsed("after deleting the snapshot, which the volume still reads through", nil, copies, copies)
 
-	post("VolumeDelete/gc-vol", nil)
-	waitUsed("after deleting the volume", -slack, slack)
-	_, free := diskFree(t, ctx, cl)
+	h.post("VolumeDelete/gc-vol", nil)
+	h.waitUsed("after deleting the volume", nil, 0, 0)
+	_, free := h.diskFree()
 	for id, f := range free {
-		if f < before[id]-size[id]/100 {
-			t.Errorf("disk %d: %d MiB free, %d MiB before the writes", id, f>>20, before[id]>>20)
+		if f < h.before[id]-h.size[id]/100 {
+			t.Errorf("disk %d: %d MiB free, %d MiB before the writes", id, f>>20, h.before[id]>>20)
 		}
-	}
-	if t.Failed() {
-		return
 	}
 	var snaps []struct {
 		Name string `json:"name"`
 	}
-	if _, err := api.Get(ctx, "SnapshotsList", nil, &snaps); err != nil || fmt.Sprint(snaps) != "[]" {
+	if _, err := cl.API().Get(ctx, "SnapshotsList", nil, &snaps); err != nil || fmt.Sprint(snaps) != "[]" {
 		t.Errorf("SnapshotsList after deleting the volume: %v %v, want none", snaps, err)
+	}
+}
+
+// TestE2ESpaceReclaimDiskDown: a volume is deleted while one server is
+// down. The other disks free its space at once; the down server's disks
+// keep their layers pending (LayersToDelete) and free the space once the
+// server is back, while they are recovering or after.
+func TestE2ESpaceReclaimDiskDown(t *testing.T) {
+	cl := startDemoWith(t, demo.Options{DiskSize: 2 << 30})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	h := newReclaimHarness(t, ctx, cl)
+
+	h.post("VolumeCreate", map[string]any{"name": "gc-vol", "size": e2eVolumeSize, "template": "demo-r3"})
+	conn := h.open("gc-vol")
+	h.write(conn, 0)
+	conn.Close()
+	h.reassign(map[string]any{"volume": "gc-vol", "detach": []int{1}})
+	// Replication 3 on three servers: each server holds one copy.
+	const victim = 2
+	onVictim := func(d int) bool { return d/10 == victim }
+	others := func(d int) bool { return d/10 != victim }
+	h.waitUsed("after writing 256 MiB", onVictim, reclaimRegion, reclaimRegion)
+
+	if err := cl.Kill("server", victim); err != nil {
+		t.Fatal(err)
+	}
+	h.post("VolumeDelete/gc-vol", nil)
+	h.waitUsed("other servers' disks after deleting the volume", others, 0, 0)
+	pending := func() int {
+		var todo apiclient.LayersToDelete
+		if _, err := cl.API().Get(ctx, fmt.Sprintf("LayersToDelete/%d", victim), nil, &todo); err != nil {
+			t.Fatalf("LayersToDelete: %v", err)
+		}
+		n := 0
+		for _, ls := range todo.Disks {
+			n += len(ls)
+		}
+		return n
+	}
+	if n := pending(); n == 0 {
+		t.Fatalf("no layers pending for the down server %d", victim)
+	}
+	h.waitUsed("the down server's disks", onVictim, reclaimRegion, reclaimRegion)
+
+	if _, err := cl.Restart("server", victim); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUsed("the returned server's disks", onVictim, 0, 0)
+	for deadline := time.Now().Add(30 * time.Second); pending() > 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("layers still pending for server %d after it deleted them", victim)
+		}
 	}
 }
