@@ -67,6 +67,7 @@ func (c *ServerApplet) Run(env *Env) error {
 		DiskTimeout:   time.Duration(cfg.Server.DiskTimeout),
 		FlushInterval: time.Duration(cfg.Server.FlushEvery), Log: env.Log,
 		HeartbeatInterval: time.Duration(cfg.Mgmt.HeartbeatInterval), Version: node.Version,
+		RecoveryRate: uint64(cfg.Server.RecoveryRateMB) << 20, RecoverySettle: time.Duration(cfg.Server.RecoverySettle),
 		Ready: func(addrs []net.Addr) {
 			node.NotifyReady(env.Log)
 			node.NotifyStatus(fmt.Sprintf("serving %d disks on %v", len(unique), addrs))

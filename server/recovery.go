@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"time"
 
 	"keel/wire"
 )
@@ -16,60 +18,165 @@ type RecoveryStats struct {
 	Deleted        int    `json:"deleted"`
 	BlocksCopied   uint64 `json:"blocks_copied"` // data blocks fetched
 	BlocksCleared  uint64 `json:"blocks_cleared"`
-	DataBytes      uint64 `json:"data_bytes"` // data fetched
-	MetaBytes      uint64 `json:"meta_bytes"` // block states and versions fetched
+	// BlocksKept: blocks that differed but were left as they are here,
+	// because a client write changed them after the comparison (it wins).
+	BlocksKept uint64 `json:"blocks_kept"`
+	// BlocksStale: blocks newer here than on the replica and unchanged for
+	// the settle time: un-acknowledged writes from before the disk went
+	// down, replaced with the replica's.
+	BlocksStale uint64 `json:"blocks_stale"`
+	DataBytes   uint64 `json:"data_bytes"` // data fetched
+	MetaBytes   uint64 `json:"meta_bytes"` // block states and versions fetched
 }
 
-// Recover brings local, a disk that was down, up to date from an up
-// replica (peerDisk, through peer) of the objects scope selects (nil: all
-// objects; a disk's objects are usually spread over several peers by the
-// volumes' disk sets, so the caller scopes each peer to the objects it
-// shares with local). Within the scope, objects deleted meanwhile are
-// deleted, new ones created (parents first), and of every object whose
-// version differs only the blocks whose state or version differ are
-// copied. Objects with equal versions cost nothing; the others cost 9
-// bytes of metadata per block plus the changed data. It is idempotent:
-// after a crash, run it again. progress, if not nil, is called after each
-// object.
+// Add sums two stats (a disk recovered from several peers).
+func (a *RecoveryStats) Add(b RecoveryStats) {
+	a.Objects += b.Objects
+	a.ObjectsChanged += b.ObjectsChanged
+	a.Created += b.Created
+	a.Deleted += b.Deleted
+	a.BlocksCopied += b.BlocksCopied
+	a.BlocksCleared += b.BlocksCleared
+	a.BlocksKept += b.BlocksKept
+	a.BlocksStale += b.BlocksStale
+	a.DataBytes += b.DataBytes
+	a.MetaBytes += b.MetaBytes
+}
+
+// RecoverOptions tune RecoverWith.
+type RecoverOptions struct {
+	// Scope selects the local objects this peer is the source of (nil:
+	// all).
+	Scope func(ObjectID) bool
+	// Progress, if not nil, is called after each object.
+	Progress func(done, total int)
+	// Settle is how long a block or object that looks newer here than on
+	// the replica (or missing there) is left alone before it is taken as
+	// stale and replaced: a client write in flight when it was compared
+	// has reached every replica (or the client marked one down) by then.
+	// It must exceed the clients' replica timeout; 0 when nothing writes
+	// (tests).
+	Settle time.Duration
+	// Limit, if not nil, is called before each data fetch with its size;
+	// it rate-limits recovery so that client I/O keeps flowing.
+	Limit func(ctx context.Context, bytes int) error
+}
+
+// Recover is RecoverWith without concurrent writers: scope and progress
+// as in RecoverOptions.
 func Recover(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint32, scope func(ObjectID) bool, progress func(done, total int)) (RecoveryStats, error) {
-	if scope == nil {
-		scope = func(ObjectID) bool { return true }
+	return RecoverWith(ctx, local, peer, peerDisk, RecoverOptions{Scope: scope, Progress: progress})
+}
+
+// RecoverWith brings local, a recovering disk, up to date from an up
+// replica (peerDisk, through peer) of the objects o.Scope selects (a
+// disk's objects are usually spread over several peers by the volumes'
+// disk sets, so the caller scopes each peer to the objects it is the
+// source of). Clients may write to local meanwhile: the caller starts it
+// only once every client sends its writes to local too (server/DESIGN.md,
+// "Recovery while clients write").
+//
+// Within the scope, objects the replica lacks are deleted, missing ones
+// created (parents first), and of every object whose version differs the
+// per-block (state, version) lists are compared (READ_META, 9 bytes a
+// block): a block whose replica version is newer is fetched (READ_OWN)
+// and applied with a compare-and-set, only if the local block still has
+// the state and version it was compared with, so that a client write
+// landing meanwhile wins. A block (or object) newer here than on the
+// replica may be a client write still on its way to the replica, or an
+// un-acknowledged write from before the disk went down: it is compared
+// again after o.Settle and replaced only if neither side changed. Objects
+// with equal versions cost nothing. It is idempotent: after a crash, run
+// it again.
+func RecoverWith(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint32, o RecoverOptions) (RecoveryStats, error) {
+	if o.Scope == nil {
+		o.Scope = func(ObjectID) bool { return true }
 	}
-	var st RecoveryStats
-	var resp wire.Response
-	if err := peer.Do(ctx, &wire.Request{Op: wire.OpVersions, Disk: peerDisk}, &resp); err != nil {
-		return st, fmt.Errorf("recover disk %d from %s disk %d: versions: %w", local.sb.DiskID, peer.Peer, peerDisk, err)
-	}
-	remote, err := wire.DecodeVersions(resp.Data)
+	r := &recovery{local: local, peer: peer, peerDisk: peerDisk, o: o}
+	want, err := r.remoteVersions(ctx)
 	if err != nil {
-		return st, err
+		return r.st, err
 	}
-	want := map[ObjectID]wire.VersionEntry{}
-	for _, e := range remote {
-		if id := (ObjectID{e.Volume, e.Index}); scope(id) {
-			want[id] = e
-		}
-	}
-	st.Objects = len(want)
+	r.st.Objects = len(want)
 	have := map[ObjectID]ObjectVersion{}
 	for _, v := range local.Versions() {
-		if scope(v.Object) {
+		if o.Scope(v.Object) {
 			have[v.Object] = v
 		}
 	}
-	// Objects gone on the up replica, or re-created with another parent.
+	// Objects the replica lacks (or has with another parent): deferred.
+	staleObjs := map[ObjectID]uint64{}
 	for id, v := range have {
-		e, ok := want[id]
-		if ok && parentOf(e) == parentKey(v.Parent) {
-			continue
+		if e, ok := want[id]; !ok || parentOf(e) != parentKey(v.Parent) {
+			staleObjs[id] = v.Version
 		}
-		if err := local.DeleteObject(id); err != nil {
-			return st, fmt.Errorf("recover: %w", err)
-		}
-		delete(have, id)
-		st.Deleted++
 	}
-	// Create the missing ones, a parent before its children.
+	if err := r.createMissing(want, have, staleObjs); err != nil {
+		return r.st, err
+	}
+	deferred := map[ObjectID]map[int]blockMeta{}
+	done := 0
+	for id, e := range want {
+		if _, stale := staleObjs[id]; !stale && have[id].Version != e.Version {
+			r.st.ObjectsChanged++
+			later, err := r.recoverObject(ctx, id, nil)
+			if err != nil {
+				return r.st, err
+			}
+			if len(later) > 0 {
+				deferred[id] = later
+			} else if err := local.setVersion(id, e.Version); err != nil {
+				return r.st, err
+			}
+		}
+		done++
+		if o.Progress != nil {
+			o.Progress(done, len(want))
+		}
+	}
+	if len(deferred) > 0 || len(staleObjs) > 0 {
+		if err := r.settle(ctx, deferred, staleObjs); err != nil {
+			return r.st, err
+		}
+	}
+	return r.st, local.Flush()
+}
+
+// blockMeta is a block's state and version as compared.
+type blockMeta struct {
+	state   uint8
+	version uint64
+}
+
+type recovery struct {
+	local    *Store
+	peer     *wire.Client
+	peerDisk uint32
+	o        RecoverOptions
+	st       RecoveryStats
+	resp     wire.Response
+}
+
+func (r *recovery) remoteVersions(ctx context.Context) (map[ObjectID]wire.VersionEntry, error) {
+	if err := r.peer.Do(ctx, &wire.Request{Op: wire.OpVersions, Disk: r.peerDisk}, &r.resp); err != nil {
+		return nil, fmt.Errorf("recover disk %d from %s disk %d: versions: %w", r.local.sb.DiskID, r.peer.Peer, r.peerDisk, err)
+	}
+	remote, err := wire.DecodeVersions(r.resp.Data)
+	if err != nil {
+		return nil, err
+	}
+	want := map[ObjectID]wire.VersionEntry{}
+	for _, e := range remote {
+		if id := (ObjectID{e.Volume, e.Index}); r.o.Scope(id) {
+			want[id] = e
+		}
+	}
+	return want, nil
+}
+
+// createMissing creates the objects of want that have does not hold, a
+// parent before its children; stale ones are left for settle.
+func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[ObjectID]ObjectVersion, stale map[ObjectID]uint64) error {
 	for pending := true; pending; {
 		pending = false
 		progressed := false
@@ -81,46 +188,247 @@ func Recover(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint
 			if e.HasParent {
 				p := ObjectID{e.ParentVolume, e.ParentIndex}
 				_, ok := have[p]
-				if !ok && !scope(p) {
-					ok = local.hasObject(p)
+				if _, bad := stale[p]; bad {
+					ok = false
+				}
+				if !ok && !r.o.Scope(p) {
+					ok = r.local.hasObject(p)
 				}
 				if !ok {
 					if _, coming := want[p]; coming {
 						pending = true
 						continue
 					}
-					return st, fmt.Errorf("recover: object %s: its parent %s is not on this disk; recover the parent first", id, p)
+					return fmt.Errorf("recover: object %s: its parent %s is not on this disk yet; it comes with the recovery of the parent's set, retry after it", id, p)
 				}
 				parent = &p
 			}
-			if err := local.CreateObject(id, parent); err != nil {
-				return st, fmt.Errorf("recover: %w", err)
+			// A client may create it meanwhile (its first write): fine.
+			if err := r.local.CreateObject(id, parent); err != nil && !errors.Is(err, ErrExists) {
+				return fmt.Errorf("recover: %w", err)
 			}
 			have[id] = ObjectVersion{Object: id, Parent: parent}
-			st.Created++
+			r.st.Created++
 			progressed = true
 		}
 		if pending && !progressed {
-			return st, errors.New("recover: parent chain loop in the replica's objects")
+			return errors.New("recover: parent chain loop in the replica's objects")
 		}
 	}
-	done := 0
-	for id, e := range want {
-		if have[id].Version != e.Version {
-			st.ObjectsChanged++
-			if err := recoverObject(ctx, local, peer, peerDisk, id, &st); err != nil {
-				return st, err
-			}
-			if err := local.setVersion(id, e.Version); err != nil {
-				return st, err
-			}
-		}
-		done++
-		if progress != nil {
-			progress(done, len(want))
+	return nil
+}
+
+// settle waits o.Settle, then deals with what looked newer here than on
+// the replica: a block or object nobody changed since is stale and takes
+// the replica's state; one a client changed keeps the client's write.
+func (r *recovery) settle(ctx context.Context, deferred map[ObjectID]map[int]blockMeta, staleObjs map[ObjectID]uint64) error {
+	if r.o.Settle > 0 {
+		t := time.NewTimer(r.o.Settle)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
 		}
 	}
-	return st, local.Flush()
+	want, err := r.remoteVersions(ctx)
+	if err != nil {
+		return err
+	}
+	have := map[ObjectID]ObjectVersion{}
+	for _, v := range r.local.Versions() {
+		if r.o.Scope(v.Object) {
+			have[v.Object] = v
+		}
+	}
+	recreate := map[ObjectID]uint64{}
+	for id, ver := range staleObjs {
+		e, there := want[id]
+		v, here := have[id]
+		switch {
+		case !here:
+			continue // gone meanwhile
+		case there && parentOf(e) == parentKey(v.Parent):
+			// The replica has it now (a create in flight): compare.
+			deferred[id] = nil
+			continue
+		case v.Version != ver:
+			r.st.BlocksKept++ // a client wrote to it since: it is live
+			continue
+		}
+		if err := r.local.deleteObjectIf(id, ver); err != nil {
+			if errors.Is(err, errChanged) {
+				continue
+			}
+			return fmt.Errorf("recover: %w", err)
+		}
+		delete(have, id)
+		r.st.Deleted++
+		if there {
+			recreate[id] = e.Version
+		}
+	}
+	if len(recreate) > 0 {
+		sub := map[ObjectID]wire.VersionEntry{}
+		for id := range recreate {
+			sub[id] = want[id]
+		}
+		if err := r.createMissing(sub, have, nil); err != nil {
+			return err
+		}
+		for id := range recreate {
+			deferred[id] = nil
+		}
+	}
+	for id, blocks := range deferred {
+		e, ok := want[id]
+		if !ok {
+			continue
+		}
+		if blocks == nil {
+			blocks = map[int]blockMeta{} // compare in full, nothing known stale
+		}
+		later, err := r.recoverObject(ctx, id, blocks)
+		if err != nil {
+			return err
+		}
+		if len(later) == 0 {
+			if err := r.local.setVersion(id, e.Version); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// recoverObject compares one object AU by AU and copies the blocks whose
+// replica version is newer. First pass (stale == nil): blocks that differ
+// the other way are returned, to be compared again after the settle time.
+// Second pass: a returned block that still has the state and version it
+// had then is stale and takes the replica's state whatever its version.
+func (r *recovery) recoverObject(ctx context.Context, id ObjectID, stale map[int]blockMeta) (map[int]blockMeta, error) {
+	local := r.local
+	var later map[int]blockMeta
+	for off := uint64(0); off < uint64(local.sb.ObjectSize); off += AUSize {
+		blk := int(off / BlockSize)
+		if len(stale) > 0 && !anyIn(stale, blk, BlocksPerAU) {
+			continue
+		}
+		req := wire.Request{Op: wire.OpReadMeta, Disk: r.peerDisk, Volume: id.Volume, Index: id.Index, Offset: off, Length: AUSize}
+		if err := r.peer.Do(ctx, &req, &r.resp); err != nil {
+			return nil, fmt.Errorf("recover object %s: %w", id, err)
+		}
+		r.st.MetaBytes += uint64(len(r.resp.Data))
+		rstates, rvers, err := wire.DecodeBlockMeta(r.resp.Data, BlocksPerAU)
+		if err != nil {
+			return nil, err
+		}
+		rstates = append([]uint8(nil), rstates...) // resp.Data is reused below
+		rvers = append([]uint64(nil), rvers...)
+		lstates, lvers, err := local.BlockMeta(id, off, AUSize)
+		if err != nil {
+			return nil, err
+		}
+		copyBlock := make([]bool, BlocksPerAU)
+		for i := range BlocksPerAU {
+			if sameBlock(rstates[i], rvers[i], lstates[i], lvers[i]) {
+				continue
+			}
+			if rvers[i] > lvers[i] {
+				copyBlock[i] = true
+				continue
+			}
+			if stale == nil {
+				if later == nil {
+					later = map[int]blockMeta{}
+				}
+				later[blk+i] = blockMeta{lstates[i], lvers[i]}
+				continue
+			}
+			if was, ok := stale[blk+i]; ok && was == (blockMeta{lstates[i], lvers[i]}) {
+				copyBlock[i] = true
+				r.st.BlocksStale++
+			} else {
+				r.st.BlocksKept++ // a client wrote it since: it wins
+			}
+		}
+		for i := 0; i < BlocksPerAU; {
+			if !copyBlock[i] {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < BlocksPerAU && copyBlock[j] {
+				j++
+			}
+			if err := r.copyRun(ctx, id, blk, i, j, rstates, rvers, lstates, lvers); err != nil {
+				return nil, err
+			}
+			i = j
+		}
+	}
+	return later, nil
+}
+
+// copyRun fetches blocks [i, j) of the AU starting at block blk from the
+// replica and applies them where the local block is still as compared.
+func (r *recovery) copyRun(ctx context.Context, id ObjectID, blk, i, j int, rstates []uint8, rvers []uint64, lstates []uint8, lvers []uint64) error {
+	var data []byte
+	states := rstates[i:j]
+	if hasData(states) {
+		n := (j - i) * BlockSize
+		if r.o.Limit != nil {
+			if err := r.o.Limit(ctx, n); err != nil {
+				return err
+			}
+		}
+		// READ_OWN: states then own data of the run.
+		req := wire.Request{Op: wire.OpReadOwn, Disk: r.peerDisk, Volume: id.Volume, Index: id.Index,
+			Offset: uint64(blk+i) * BlockSize, Length: uint32(n)}
+		if err := r.peer.Do(ctx, &req, &r.resp); err != nil {
+			return fmt.Errorf("recover object %s: %w", id, err)
+		}
+		if len(r.resp.Data) != (j-i)*(BlockSize+1) {
+			return fmt.Errorf("recover object %s: %w: short READ_OWN reply", id, wire.ErrFrame)
+		}
+		data = r.resp.Data[j-i:]
+		// A block whose state changed on the replica since READ_META got
+		// a client write there, which reaches this disk too: skip it.
+		states = append([]uint8(nil), states...)
+		for k, s := range r.resp.Data[:j-i] {
+			if s != states[k] {
+				states[k] = skipBlock
+			}
+		}
+	}
+	for _, s := range states {
+		switch s {
+		case BlockData:
+			r.st.BlocksCopied++
+			r.st.DataBytes += BlockSize
+		case skipBlock:
+			r.st.BlocksKept++
+		default:
+			r.st.BlocksCleared++
+		}
+	}
+	kept, err := r.local.applyBlocks(id, blk+i, states, rvers[i:j], lstates[i:j], lvers[i:j], data)
+	r.st.BlocksKept += uint64(kept)
+	return err
+}
+
+// skipBlock marks a block applyBlocks leaves alone.
+const skipBlock = 0xff
+
+var errChanged = errors.New("changed since it was compared")
+
+func anyIn(m map[int]blockMeta, from, n int) bool {
+	for b := range m {
+		if b >= from && b < from+n {
+			return true
+		}
+	}
+	return false
 }
 
 func parentOf(e wire.VersionEntry) string {
@@ -137,69 +445,6 @@ func parentKey(p *ObjectID) string {
 	return p.String()
 }
 
-// recoverObject compares one object AU by AU and copies what differs.
-func recoverObject(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint32, id ObjectID, st *RecoveryStats) error {
-	var resp wire.Response
-	for off := uint64(0); off < uint64(local.sb.ObjectSize); off += AUSize {
-		req := wire.Request{Op: wire.OpReadMeta, Disk: peerDisk, Volume: id.Volume, Index: id.Index, Offset: off, Length: AUSize}
-		if err := peer.Do(ctx, &req, &resp); err != nil {
-			return fmt.Errorf("recover object %s: %w", id, err)
-		}
-		st.MetaBytes += uint64(len(resp.Data))
-		rstates, rvers, err := wire.DecodeBlockMeta(resp.Data, BlocksPerAU)
-		if err != nil {
-			return err
-		}
-		rstates = append([]uint8(nil), rstates...) // resp.Data is reused below
-		lstates, lvers, err := local.BlockMeta(id, off, AUSize)
-		if err != nil {
-			return err
-		}
-		blk := int(off / BlockSize)
-		for i := 0; i < BlocksPerAU; {
-			if sameBlock(rstates[i], rvers[i], lstates[i], lvers[i]) {
-				i++
-				continue
-			}
-			j := i + 1
-			for j < BlocksPerAU && !sameBlock(rstates[j], rvers[j], lstates[j], lvers[j]) {
-				j++
-			}
-			var data []byte
-			if hasData(rstates[i:j]) {
-				// READ_OWN: states then own data of the run.
-				req := wire.Request{Op: wire.OpReadOwn, Disk: peerDisk, Volume: id.Volume, Index: id.Index,
-					Offset: uint64(blk+i) * BlockSize, Length: uint32(j-i) * BlockSize}
-				if err := peer.Do(ctx, &req, &resp); err != nil {
-					return fmt.Errorf("recover object %s: %w", id, err)
-				}
-				if len(resp.Data) != (j-i)*(BlockSize+1) {
-					return fmt.Errorf("recover object %s: %w: short READ_OWN reply", id, wire.ErrFrame)
-				}
-				data = resp.Data[j-i:]
-				for k, s := range resp.Data[:j-i] {
-					if s != rstates[i+k] {
-						return fmt.Errorf("recover object %s: the replica changed during recovery; run it again", id)
-					}
-				}
-			}
-			for _, s := range rstates[i:j] {
-				if s == BlockData {
-					st.BlocksCopied++
-					st.DataBytes += BlockSize
-				} else {
-					st.BlocksCleared++
-				}
-			}
-			if err := local.applyBlocks(id, blk+i, rstates[i:j], rvers[i:j], data); err != nil {
-				return err
-			}
-			i = j
-		}
-	}
-	return nil
-}
-
 // sameBlock: equal state and version, or both read through the parent.
 func sameBlock(rs uint8, rv uint64, ls uint8, lv uint64) bool {
 	return rs == ls && (rv == lv || rs == BlockUnwritten)
@@ -212,4 +457,152 @@ func hasData(states []uint8) bool {
 		}
 	}
 	return false
+}
+
+// applyBlocks makes blocks [blk, blk+len(states)) of the object what a
+// replica has (each block's state and version exactly, data for BlockData
+// blocks from data), but only the blocks that still hold the state and
+// version they were compared with (expState, expVer): a client write that
+// landed since wins. Blocks marked skipBlock are left alone. It holds
+// each AU's stripe lock from the check to the metadata update, so no
+// write or zeroing of that AU comes between. It returns how many blocks
+// it left alone because they had changed. Recovery only.
+func (s *Store) applyBlocks(id ObjectID, blk int, states []uint8, vers []uint64, expState []uint8, expVer []uint64, data []byte) (int, error) {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	s.mu.Lock()
+	o, err := s.lookup(id)
+	s.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	kept := 0
+	for i := 0; i < len(states); {
+		idx := (blk + i) / BlocksPerAU
+		j := i + 1
+		for j < len(states) && (blk+j)/BlocksPerAU == idx {
+			j++
+		}
+		k, err := s.casChunk(o, idx, (blk+i)%BlocksPerAU, states[i:j], vers[i:j], expState[i:j], expVer[i:j], data, i)
+		kept += k
+		if err != nil {
+			return kept, err
+		}
+		i = j
+	}
+	return kept, nil
+}
+
+// casChunk is applyBlocks within AU index idx, from block b0; data
+// holds the whole run's blocks, this chunk's from block pos. The stripe
+// lock, held throughout, keeps every write and zeroing of this AU out
+// (they take it too), so the blocks checked under mu are still as checked
+// when the data is written and the metadata recorded.
+func (s *Store) casChunk(o *object, idx, b0 int, states []uint8, vers []uint64, expState []uint8, expVer []uint64, data []byte, pos int) (int, error) {
+	st := s.stripeOf(o.inc, idx)
+	st.Lock()
+	defer st.Unlock()
+	s.mu.Lock()
+	if s.failed != nil {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("disk %d: %w: %v", s.sb.DiskID, ErrFailed, s.failed)
+	}
+	ok := make([]bool, len(states))
+	kept := 0
+	needAU := false
+	for i := range states {
+		if states[i] == skipBlock {
+			continue
+		}
+		var cur blockMeta
+		if au := o.aus[idx]; au >= 0 {
+			cur = blockMeta{s.aus[au].states[b0+i], s.aus[au].vers[b0+i]}
+		}
+		if cur != (blockMeta{expState[i], expVer[i]}) {
+			kept++
+			continue
+		}
+		ok[i] = true
+		needAU = needAU || states[i] == BlockData
+	}
+	if needAU && o.aus[idx] < 0 {
+		if _, err := s.allocAU(o, idx); err != nil {
+			s.mu.Unlock()
+			return kept, err
+		}
+	}
+	au := o.aus[idx]
+	s.mu.Unlock()
+	// Data first: zeroing may free the AU once it holds no data.
+	for _, pass := range []bool{true, false} {
+		if err := s.casRuns(o, idx, au, b0, states, vers, ok, data, pos, pass); err != nil {
+			return kept, err
+		}
+	}
+	return kept, nil
+}
+
+// casRuns applies the checked blocks of casChunk: the data ones (data) or
+// the others. Caller holds the stripe.
+func (s *Store) casRuns(o *object, idx int, au int32, b0 int, states []uint8, vers []uint64, ok []bool, data []byte, pos int, wantData bool) error {
+	for i := 0; i < len(states); {
+		if !ok[i] || (states[i] == BlockData) != wantData {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(states) && ok[j] && states[j] == states[i] && (states[i] == BlockData || vers[j] == vers[i]) {
+			j++
+		}
+		if states[i] == BlockData {
+			part := data[(pos+i)*BlockSize : (pos+j)*BlockSize]
+			if _, err := s.dev.WriteAt(part, s.dataOff(au, b0+i)); err != nil {
+				return s.fail(err)
+			}
+			s.mu.Lock()
+			m := &s.aus[au]
+			for k := i; k < j; k++ {
+				m.states[b0+k] = BlockData
+				m.crcs[b0+k] = crc32.Checksum(part[(k-i)*BlockSize:(k-i+1)*BlockSize], castagnoli)
+				m.vers[b0+k] = vers[k]
+			}
+			s.dirtyAU[au] = struct{}{}
+			s.mu.Unlock()
+		} else {
+			s.mu.Lock()
+			err := s.zeroChunk(o, idx, b0+i, j-i, states[i], vers[i], false)
+			s.mu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+// deleteObjectIf deletes object id if its version is still version (no
+// client wrote to it since recovery saw it); errChanged otherwise.
+func (s *Store) deleteObjectIf(id ObjectID, version uint64) error {
+	s.gate.Lock()
+	s.mu.Lock()
+	o, err := s.lookup(id)
+	if err == nil && o.version != version {
+		err = fmt.Errorf("object %s: %w", id, errChanged)
+	}
+	if err == nil {
+		delete(s.objects, id)
+		if o.children > 0 {
+			o.hidden = true
+			s.dirtyObj[o.slot] = struct{}{}
+		} else {
+			s.freeObject(o)
+		}
+	}
+	s.mu.Unlock()
+	s.gate.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.Flush()
 }

@@ -37,6 +37,11 @@ type Options struct {
 	Mgmt              *apiclient.Client
 	HeartbeatInterval time.Duration
 	Version           string
+	// RecoveryRate bounds the data a recovery fetches, in bytes per
+	// second (0: unlimited); RecoverySettle is RecoverOptions.Settle
+	// (0: DefaultRecoverySettle).
+	RecoveryRate   uint64
+	RecoverySettle time.Duration
 	// Ready is called once every listener accepts connections.
 	Ready func(addrs []net.Addr)
 }
@@ -152,6 +157,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		if o.Mgmt != nil {
 			go srv.followScrub(ctx, o, id, st)
+			go srv.followRecovery(ctx, o, id, st)
 		}
 	}
 	if o.Mgmt != nil {

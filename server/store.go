@@ -1149,50 +1149,6 @@ func (s *Store) BlockMeta(id ObjectID, off uint64, n int) ([]uint8, []uint64, er
 	return states, vers, nil
 }
 
-// applyBlocks makes blocks [blk, blk+len(states)) of the object what a
-// replica has: each block's state and version exactly, with data (for
-// BlockData blocks) from data. Used by recovery only.
-func (s *Store) applyBlocks(id ObjectID, blk int, states []uint8, vers []uint64, data []byte) error {
-	s.gate.RLock()
-	defer s.gate.RUnlock()
-	s.mu.Lock()
-	o, err := s.lookup(id)
-	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	for i := 0; i < len(states); {
-		j := i + 1
-		for j < len(states) && states[j] == states[i] && vers[j] == vers[i] && (blk+j)%BlocksPerAU != 0 {
-			j++
-		}
-		b := blk + i
-		idx, b0 := b/BlocksPerAU, b%BlocksPerAU
-		if states[i] == BlockData {
-			part := data[i*BlockSize : j*BlockSize]
-			crcs := make([]uint32, j-i)
-			for k := range crcs {
-				crcs[k] = crc32.Checksum(part[k*BlockSize:(k+1)*BlockSize], castagnoli)
-			}
-			if err := s.writeChunk(o, idx, b0, part, crcs, vers[i]); err != nil {
-				return err
-			}
-		} else {
-			st := s.stripeOf(o.inc, idx)
-			st.Lock()
-			s.mu.Lock()
-			err := s.zeroChunk(o, idx, b0, j-i, states[i], vers[i], false)
-			s.mu.Unlock()
-			st.Unlock()
-			if err != nil {
-				return err
-			}
-		}
-		i = j
-	}
-	return nil
-}
-
 // setVersion sets the object's version to a replica's. Recovery only.
 func (s *Store) setVersion(id ObjectID, version uint64) error {
 	s.mu.Lock()
