@@ -23,6 +23,7 @@ func All() []registry.Applet {
 		{Name: "mgmt", Summary: "management service: Raft member, StorPool-compatible JSON API, allocator", Main: runMgmt},
 		{Name: "ctl", Summary: "start, stop, restart, enable, disable and show this node's keel services (systemd)", Main: runCtl},
 		{Name: "server", Summary: "storage server: owns this node's data disks and serves the data protocol", Main: runServer},
+		{Name: "iscsi", Summary: "iSCSI target controller: serves exported volumes on the portals of its portal groups", Main: runISCSI},
 		{Name: "iface-genconf", Bare: true, Summary: "write OS network configuration (ifupdown, ifcfg, netplan) for the storage and iSCSI networks", Main: runIfaceGenconf},
 	}
 }

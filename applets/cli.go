@@ -34,6 +34,7 @@ type CLI struct {
 	Service  ServiceCmd        `cmd:"" help:"List the cluster's services."`
 	Task     TaskCmd           `cmd:"" help:"List recovery and relocation tasks."`
 	KV       KVCmd             `cmd:"" name:"kv" help:"Get and set keys of the cluster's small KV store."`
+	ISCSI    ISCSICmd          `cmd:"" name:"iscsi" help:"Configure iSCSI (base name, portal groups, portals, targets, initiators, exports) and list sessions."`
 }
 
 const cliDescription = `keel administers a keel block storage cluster and runs its applets.

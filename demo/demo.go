@@ -62,6 +62,7 @@ type ports struct {
 	// nodes 2, 3, ...
 	MgmtAPI  []int `json:"mgmtApi,omitempty"`
 	MgmtRaft []int `json:"mgmtRaft,omitempty"`
+	ISCSI    int   `json:"iscsi,omitempty"` // keel_iscsi's portal on node 1
 }
 
 // mgmtNodes is how many mgmt voters the demo has.
@@ -450,6 +451,9 @@ func (c *Cluster) bringUp(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if err := c.startISCSI(ctx); err != nil {
+		return err
+	}
 	return c.writeEnv()
 }
 
@@ -580,9 +584,10 @@ func (c *Cluster) writeEnv() error {
 		"KEEL_SERVER_PIDS":     c.pids("server"),
 		"KEEL_CLIENT_PIDS":     c.pids("client"),
 	}
+	c.iscsiEnv(c.env)
 	var b strings.Builder
 	b.WriteString("# keel demo: source this file in a shell (written by keel demo)\n")
-	for _, k := range envOrder {
+	for _, k := range append(envOrder, iscsiEnvOrder...) {
 		fmt.Fprintf(&b, "%s=%q\n", k, c.env[k])
 	}
 	return os.WriteFile(filepath.Join(c.o.Dir, "demo.env"), []byte(b.String()), 0o644)
@@ -615,14 +620,14 @@ Try:
 Logs: %s/node*/log/. Ctrl-C (or SIGTERM) stops everything; a second run reuses the data, --fresh starts over.
 `, c.o.Mgmt, c.o.Servers, e["KEEL_API_URL"], e["KEEL_API_TOKEN_FILE"], demoVolume, c.o.VolumeSize>>30, demoTemplate, e["KEEL_VOLUME_GLOBALID"],
 		e["KEEL_NBD_URI"], e["KEEL_NBD_UNIX_URI"], filepath.Join(c.o.Dir, "demo.env"),
-		e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_CONFIG"], c.o.Dir)
+		e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_CONFIG"], c.o.Dir) + c.iscsiInstructions()
 }
 
-// Stop stops the client, the servers, then mgmt, each with SIGTERM (SIGKILL
+// Stop stops keel_iscsi, the client, the servers, then mgmt, each with SIGTERM (SIGKILL
 // after 20 s), and returns the first unclean exit.
 func (c *Cluster) Stop() error {
 	var first error
-	for _, role := range []string{"client", "server", "mgmt"} {
+	for _, role := range []string{"iscsi", "client", "server", "mgmt"} {
 		for _, p := range c.procs {
 			if p.role != role {
 				continue

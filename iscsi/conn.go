@@ -138,7 +138,7 @@ func (c *conn) login() error {
 			}
 			var tgt *Target
 			if !ls.discovery {
-				tgt = c.srv.targets[ls.targetName]
+				tgt = c.srv.target(ls.targetName)
 				if tgt == nil {
 					return c.loginReject(req, loginNotFound, fmt.Errorf("target %s not served here", ls.targetName))
 				}
@@ -233,6 +233,9 @@ func (c *conn) login() error {
 			c.nc.SetReadDeadline(time.Time{})
 			c.srv.log.Info("iscsi login", "initiator", ls.initiator, "target", ls.targetName,
 				"remote", c.nc.RemoteAddr().String(), "tsih", sess.tsih, "cid", c.cid)
+			if c.srv.cfg.LoggedIn != nil {
+				c.srv.cfg.LoggedIn(sess.info())
+			}
 			return nil
 		}
 		if err := c.sendLogin(resp, sess); err != nil {
@@ -280,7 +283,7 @@ func (c *conn) bindSession(req *PDU, ls *loginState, tgt *Target) (*session, err
 	if s.nextTSIH == 0 {
 		s.nextTSIH = 1
 	}
-	ss := &session{srv: s, key: key, initiator: ls.initiator, isid: isid, tsih: s.nextTSIH, target: tgt,
+	ss := &session{srv: s, key: key, initiator: ls.initiator, isid: isid, tsih: s.nextTSIH, target: tgt, created: time.Now(),
 		expCmdSN: req.u32(24), pending: map[uint32]func(){}, conns: map[*conn]bool{}}
 	if tgt != nil {
 		ss.nexus = scsi.Nexus{InitiatorName: ls.initiator, InitiatorPort: key,
@@ -362,7 +365,7 @@ func (c *conn) text(p *PDU) {
 			out = appendText(out, e[0], "NotUnderstood")
 			continue
 		}
-		for _, t := range c.srv.cfg.Targets {
+		for _, t := range c.srv.Targets() {
 			if c.ss.target != nil && e[1] != t.Name && (e[1] != "" || c.ss.target != t) {
 				continue
 			}

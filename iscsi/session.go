@@ -2,7 +2,9 @@ package iscsi
 
 import (
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"keel/scsi"
 )
@@ -19,6 +21,7 @@ type session struct {
 	isid      string
 	tsih      uint16
 	target    *Target // nil for discovery sessions
+	created   time.Time
 	p         params
 	nexus     scsi.Nexus
 
@@ -80,13 +83,14 @@ func (ss *session) order(cmdSN uint32, immediate bool, run func()) bool {
 func (ss *session) info() SessionInfo {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	si := SessionInfo{Initiator: ss.initiator, ISID: ss.isid, TSIH: ss.tsih}
+	si := SessionInfo{Initiator: ss.initiator, ISID: ss.isid, TSIH: ss.tsih, Created: ss.created}
 	if ss.target != nil {
 		si.Target = ss.target.Name
 	}
 	for c := range ss.conns {
-		si.Conns = append(si.Conns, c.nc.RemoteAddr().String())
+		si.Conns = append(si.Conns, ConnInfo{CID: c.cid, Remote: c.nc.RemoteAddr().String(), Local: c.nc.LocalAddr().String()})
 	}
+	slices.SortFunc(si.Conns, func(a, b ConnInfo) int { return int(a.CID) - int(b.CID) })
 	return si
 }
 

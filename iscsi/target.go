@@ -12,7 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"keel/scsi"
 )
@@ -37,7 +40,8 @@ type Target struct {
 
 // Config configures a Server.
 type Config struct {
-	// Targets are served by name.
+	// Targets are served by name; AddTarget and RemoveTarget change
+	// them while the server runs.
 	Targets []*Target
 	// PortalGroupTag is reported in logins and SendTargets.
 	PortalGroupTag uint16
@@ -49,7 +53,10 @@ type Config struct {
 	// CHAP returns the CHAP credentials an initiator must present for a
 	// target; ok false means no authentication is required.
 	CHAP func(initiator, target string) (sec CHAPSecret, ok bool)
-	Log  *slog.Logger
+	// LoggedIn, when set, is called once a normal or discovery session's
+	// connection reached the full feature phase (after Allow and CHAP).
+	LoggedIn func(SessionInfo)
+	Log      *slog.Logger
 }
 
 // Server serves iSCSI on listeners.
@@ -158,9 +165,88 @@ func (s *Server) dropConn(c *conn) {
 type SessionInfo struct {
 	Initiator string
 	ISID      string
-	Target    string
+	Target    string // "" for a discovery session
 	TSIH      uint16
-	Conns     []string // remote addresses
+	Created   time.Time
+	Conns     []ConnInfo
+}
+
+// ConnInfo is one connection of a session.
+type ConnInfo struct {
+	CID    uint16
+	Remote string // the initiator's address
+	Local  string // the portal's address
+}
+
+// target returns the target served under name, or nil.
+func (s *Server) target(name string) *Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.targets[name]
+}
+
+// Targets lists the served targets by name.
+func (s *Server) Targets() []*Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Target, 0, len(s.targets))
+	for _, t := range s.targets {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b *Target) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// AddTarget serves t (replacing a target of the same name, whose sessions
+// are closed). Sessions of other targets are not disturbed.
+func (s *Server) AddTarget(t *Target) {
+	s.mu.Lock()
+	old := s.targets[t.Name]
+	s.targets[t.Name] = t
+	s.mu.Unlock()
+	if old != nil && old != t {
+		s.closeSessions(old)
+	}
+}
+
+// RemoveTarget stops serving a target: new logins to it fail and its
+// sessions are closed (their tasks aborted). Other sessions go on.
+func (s *Server) RemoveTarget(name string) {
+	s.mu.Lock()
+	t := s.targets[name]
+	delete(s.targets, name)
+	s.mu.Unlock()
+	if t != nil {
+		s.closeSessions(t)
+	}
+}
+
+// CloseSessions drops the sessions of initiator (every one when
+// initiator is "") to target (every target when ""), e.g. when its access
+// was revoked. It returns how many it closed.
+func (s *Server) CloseSessions(initiator, target string) int {
+	s.mu.Lock()
+	var victims []*session
+	for _, ss := range s.sessions {
+		if (initiator == "" || ss.initiator == initiator) && (target == "" || ss.target != nil && ss.target.Name == target) {
+			victims = append(victims, ss)
+		}
+	}
+	s.mu.Unlock()
+	for _, ss := range victims {
+		for _, c := range ss.allConns() {
+			c.nc.Close()
+		}
+	}
+	return len(victims)
+}
+
+func (s *Server) closeSessions(t *Target) {
+	for _, ss := range s.sessionsOf(t) {
+		for _, c := range ss.allConns() {
+			c.nc.Close()
+		}
+	}
 }
 
 // Sessions lists the live sessions.

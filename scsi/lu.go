@@ -117,6 +117,14 @@ func (lu *LU) Reset(asc uint16) {
 	}
 }
 
+// CapacityChanged queues CAPACITY DATA HAS CHANGED for every nexus: the
+// backend's Blocks changed (the volume was resized).
+func (lu *LU) CapacityChanged() {
+	lu.mu.Lock()
+	defer lu.mu.Unlock()
+	lu.addUA(ascCapacityChanged, "")
+}
+
 // NexusGone drops what a nexus held when its session ended: a RESERVE(6)
 // is released (persistent reservations are kept).
 func (lu *LU) NexusGone(n Nexus) {

@@ -1,0 +1,311 @@
+package iscsi
+
+// End-to-end tests of keel_iscsi: the real keel binary runs a demo cluster
+// (mgmt, three servers, a replication-3 volume exported by keel_iscsi on a
+// loopback portal), and libiscsi's tools, qemu-img and raw logins use it.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"keel/demo"
+	"keel/internal/testbin"
+	"keel/mgmt/apiclient"
+)
+
+// e2eVolumeSize is 64 MiB: iscsi-test-cu writes the whole LUN in one command
+// in some tests, and the target accepts at most 64 MiB of data per command.
+const e2eVolumeSize = 64 << 20
+
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func startDemo(t *testing.T) *demo.Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test (real processes); skipped with -short")
+	}
+	bin := testbin.Keel(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cl, err := demo.Start(ctx, demo.Options{Dir: dir, Binary: bin, VolumeSize: e2eVolumeSize, Out: logWriter{t}})
+	if err != nil {
+		showLogs(t, dir)
+		t.Fatalf("demo.Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cl.Stop(); err != nil {
+			t.Errorf("demo stop: %v", err)
+		}
+		if t.Failed() {
+			showLogs(t, dir)
+		}
+	})
+	return cl
+}
+
+func showLogs(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "node*", "log", "*.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		if len(b) > 6000 {
+			b = b[len(b)-6000:]
+		}
+		t.Logf("---- %s (tail) ----\n%s", l, b)
+	}
+}
+
+// configure applies iSCSIConfig commands and waits until the controller
+// polled them (it polls every second).
+func configure(t *testing.T, cl *demo.Cluster, cmds ...map[string]any) {
+	t.Helper()
+	if _, err := cl.API().Post(context.Background(), "iSCSIConfig", map[string]any{"commands": cmds}, nil); err != nil {
+		t.Fatalf("iSCSIConfig %v: %v", cmds, err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+}
+
+func cmd(name string, arg map[string]any) map[string]any { return map[string]any{name: arg} }
+
+// rawLogin logs in to target from local (an address of this host) as
+// initiator with raw PDUs and returns the connection and the login
+// status (class<<8 | detail; 0 is success).
+func rawLogin(t *testing.T, local, portal, initiator, target string) (net.Conn, uint16) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	nc, err := d.Dial("tcp", portal)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", portal, local, err)
+	}
+	login := newPDU(opLoginReq|flagImmediate, 0x80|stageOperational<<2|stageFull, 1)
+	login.BHS[8] = 0x80 // ISID type random
+	rand.Read(login.BHS[9:14])
+	login.Data = appendText(appendText(nil, "InitiatorName", initiator), "TargetName", target)
+	if _, err := nc.Write(login.appendTo(nil, false, false)); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := ReadPDU(nc, false, false, 1<<20)
+	if err != nil {
+		nc.Close()
+		t.Fatalf("login response: %v", err)
+	}
+	nc.SetReadDeadline(time.Time{})
+	return nc, binary.BigEndian.Uint16(resp.BHS[36:])
+}
+
+// testUnitReady sends TEST UNIT READY (CmdSN cmdSN) on a logged-in
+// connection and returns the SCSI status.
+func testUnitReady(nc net.Conn, cmdSN uint32) (byte, error) {
+	c := newPDU(opSCSICmd, 0x80, cmdSN+100)
+	c.setU32(24, cmdSN)
+	if _, err := nc.Write(c.appendTo(nil, false, false)); err != nil {
+		return 0, err
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer nc.SetReadDeadline(time.Time{})
+	for {
+		r, err := ReadPDU(nc, false, false, 1<<20)
+		if err != nil {
+			return 0, err
+		}
+		if r.Opcode() == opSCSIResp {
+			return r.BHS[3], nil
+		}
+	}
+}
+
+func TestVolumeTarget(t *testing.T) {
+	ls := testbin.NeedTool(t, "iscsi-ls")
+	inq := testbin.NeedTool(t, "iscsi-inq")
+	qi := testbin.NeedTool(t, "qemu-img")
+	if out, _ := run(t, 10*time.Second, qi, "--help"); !strings.Contains(out, " iscsi ") {
+		testbin.NeedTool(t, "/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so")
+	}
+	cl := startDemo(t)
+	env := cl.Env()
+	url, portal, target := env["KEEL_ISCSI_URL"], env["KEEL_ISCSI_PORTAL"], env["KEEL_ISCSI_TARGET"]
+	if url != fmt.Sprintf("iscsi://%s/%s/0", portal, target) || env["KEEL_ISCSI_PIDS"] == "" {
+		t.Fatalf("demo.env: KEEL_ISCSI_URL %q, portal %q, target %q, pids %q", url, portal, target, env["KEEL_ISCSI_PIDS"])
+	}
+	b, err := os.ReadFile(filepath.Join(env["KEEL_DEMO_DIR"], "demo.env"))
+	if err != nil || !strings.Contains(string(b), "KEEL_ISCSI_URL=\""+url+"\"") {
+		t.Fatalf("demo.env lacks KEEL_ISCSI_URL: %v\n%s", err, b)
+	}
+
+	t.Run("discovery and inquiry", func(t *testing.T) {
+		out, err := run(t, 30*time.Second, ls, "-s", "iscsi://"+portal)
+		if err != nil || !strings.Contains(out, "Target:"+target+" Portal:"+portal) || !strings.Contains(out, "Lun:0") {
+			t.Fatalf("iscsi-ls: %v\n%s", err, out)
+		}
+		out, err = run(t, 30*time.Second, inq, url)
+		if err != nil || !strings.Contains(out, "Vendor:KEEL") {
+			t.Fatalf("iscsi-inq: %v\n%s", err, out)
+		}
+		// A configured initiator without an export sees nothing.
+		configure(t, cl, cmd("createInitiator", map[string]any{"name": "iqn.2026-01.io.keel.test:noexport", "username": "", "secret": ""}))
+		out, _ = run(t, 30*time.Second, ls, "-i", "iqn.2026-01.io.keel.test:noexport", "iscsi://"+portal)
+		if strings.Contains(out, target) {
+			t.Errorf("discovery showed the target to an initiator without an export:\n%s", out)
+		}
+		if out, err := run(t, 30*time.Second, inq, "-i", "iqn.2026-01.io.keel.test:noexport", url); err == nil {
+			t.Errorf("an initiator without an export logged in:\n%s", out)
+		}
+	})
+
+	t.Run("qemu-img round trip", func(t *testing.T) {
+		const size = 48 << 20
+		dir := t.TempDir()
+		src := filepath.Join(dir, "src.img")
+		f, err := os.Create(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Truncate(size)
+		for _, off := range []int64{0, 1 << 20, 5<<20 + 4096, 33<<20 - 8192, size - 1<<20} {
+			buf := make([]byte, 700<<10)
+			rand.Read(buf)
+			f.WriteAt(buf[:min(int64(len(buf)), size-off)], off)
+		}
+		f.Close()
+		if out, err := run(t, 120*time.Second, qi, "convert", "-n", "-f", "raw", "-O", "raw", src, url); err != nil {
+			t.Fatalf("qemu-img convert to iscsi: %v\n%s", err, out)
+		}
+		back := filepath.Join(dir, "back.img")
+		if out, err := run(t, 120*time.Second, qi, "convert", "-f", "raw", "-O", "raw", url, back); err != nil {
+			t.Fatalf("qemu-img convert from iscsi: %v\n%s", err, out)
+		}
+		// back is the whole volume: src, then zeroes.
+		if out, err := run(t, 120*time.Second, qi, "compare", "-f", "raw", "-F", "raw", src, back); err != nil {
+			t.Fatalf("qemu-img compare: %v\n%s", err, out)
+		}
+		if out, err := run(t, 120*time.Second, qi, "compare", "-f", "raw", "-F", "raw", src, url); err != nil {
+			t.Fatalf("qemu-img compare with the target: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("CHAP", func(t *testing.T) {
+		const ini = "iqn.2026-01.io.keel.test:chap"
+		configure(t, cl,
+			cmd("createInitiator", map[string]any{"name": ini, "username": "alice", "secret": "alicesecret12"}),
+			cmd("export", map[string]any{"initiator": ini, "portalGroup": demo.ISCSIPortalGroup, "volumeName": demo.ISCSIVolume}))
+		base := portal + "/" + target + "/0"
+		for _, c := range []struct {
+			name, url string
+			ok        bool
+		}{
+			{"right secret", "iscsi://alice%alicesecret12@" + base, true},
+			{"wrong secret", "iscsi://alice%wrongsecret1@" + base, false},
+			{"no credentials", "iscsi://" + base, false},
+		} {
+			out, err := run(t, 30*time.Second, inq, "-i", ini, c.url)
+			if ok := err == nil && strings.Contains(out, "Vendor:KEEL"); ok != c.ok {
+				t.Errorf("%s: login ok=%v, want %v\n%s", c.name, ok, c.ok, out)
+			}
+		}
+	})
+
+	t.Run("network not allowed", func(t *testing.T) {
+		// The demo initiators may connect from 127.0.0.1/32 only.
+		ini := demo.ISCSIInitiators[0]
+		nc, status := rawLogin(t, "127.0.0.2", portal, ini, target)
+		nc.Close()
+		if status != loginForbidden {
+			t.Errorf("login from 127.0.0.2 (allowed 127.0.0.1/32): status 0x%04x, want 0x%04x (forbidden)", status, loginForbidden)
+		}
+		nc, status = rawLogin(t, "127.0.0.1", portal, ini, target)
+		nc.Close()
+		if status != loginSuccess {
+			t.Errorf("login from 127.0.0.1: status 0x%04x, want success", status)
+		}
+	})
+
+	t.Run("sessions, config changes and revocation", func(t *testing.T) {
+		const ini = "iqn.2026-01.io.keel.test:held"
+		configure(t, cl,
+			cmd("createInitiator", map[string]any{"name": ini, "username": "", "secret": ""}),
+			cmd("export", map[string]any{"initiator": ini, "portalGroup": demo.ISCSIPortalGroup, "volumeName": demo.ISCSIVolume}))
+		held, status := rawLogin(t, "127.0.0.1", portal, ini, target)
+		defer held.Close()
+		if status != loginSuccess {
+			t.Fatalf("login: status 0x%04x", status)
+		}
+		// iSCSISessionsInfo lists it (the controller reports on its
+		// next poll).
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var si struct {
+				Sessions []apiclient.ISCSISessionInfo `json:"sessions"`
+			}
+			if _, err := cl.API().Get(context.Background(), "iSCSISessionsInfo", nil, &si); err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, s := range si.Sessions {
+				found = found || s.Initiator == ini && s.Target == target && s.Status == "ok" && s.TCP != nil && s.TCP.PortalIP == "127.0.0.1"
+			}
+			if found {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("iSCSISessionsInfo does not list the session of %s: %+v", ini, si.Sessions)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// Other configuration changes leave the session alone.
+		configure(t, cl,
+			cmd("deleteInitiator", map[string]any{"name": "iqn.2026-01.io.keel.test:noexport"}),
+			cmd("createPortalGroup", map[string]any{"name": "other"}))
+		if st, err := testUnitReady(held, 0); err != nil || st != 0 {
+			t.Fatalf("TEST UNIT READY after an unrelated change: status %d, %v", st, err)
+		}
+		// Revoking its export closes it.
+		configure(t, cl, cmd("exportDelete", map[string]any{"initiator": ini, "portalGroup": demo.ISCSIPortalGroup, "volumeName": demo.ISCSIVolume}))
+		if _, err := testUnitReady(held, 1); err == nil {
+			t.Fatalf("the session survived the deletion of its export")
+		}
+	})
+
+	t.Run("CLI", func(t *testing.T) {
+		bin := testbin.Keel(t)
+		out, err := run(t, 30*time.Second, bin, "--config", env["KEEL_CONFIG"], "iscsi", "show")
+		if err != nil || !strings.Contains(out, target) || !strings.Contains(out, "1 "+portal) {
+			t.Fatalf("keel iscsi show: %v\n%s", err, out)
+		}
+		out, err = run(t, 30*time.Second, bin, "--config", env["KEEL_CONFIG"], "iscsi", "sessions")
+		if err != nil || !strings.Contains(out, "CONTROLLER") {
+			t.Fatalf("keel iscsi sessions: %v\n%s", err, out)
+		}
+		// The logins above were tracked in node 1's state.
+		state := filepath.Join(env["KEEL_DEMO_DIR"], "node1", "state")
+		out, err = run(t, 30*time.Second, bin, "--config", env["KEEL_CONFIG"], "--state-dir", state, "iscsi", "seen")
+		if err != nil || !strings.Contains(out, demo.ISCSIInitiators[1]) || !strings.Contains(out, "127.0.0.1") {
+			t.Fatalf("keel iscsi seen: %v\n%s", err, out)
+		}
+		if strings.Contains(out, "iqn.2026-01.io.keel.test:held") {
+			t.Errorf("keel iscsi seen still lists an initiator whose export was deleted:\n%s", out)
+		}
+	})
+
+	t.Run("export refused while attached elsewhere", func(t *testing.T) {
+		_, err := cl.API().Post(context.Background(), "iSCSIConfig", map[string]any{"commands": []map[string]any{
+			cmd("createTarget", map[string]any{"volumeName": "demo"}),
+			cmd("export", map[string]any{"initiator": demo.ISCSIInitiators[0], "portalGroup": demo.ISCSIPortalGroup, "volumeName": "demo"})}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "objectInUse") {
+			t.Fatalf("exporting the NBD-attached demo volume: %v, want objectInUse", err)
+		}
+	})
+}
