@@ -2,7 +2,10 @@
 # iSCSI target: keel's target (iscsi/filetarget, the file test backend)
 # against tgtd serving a file of the same size, both on loopback, in the
 # same run. Prints iscsi-perf 4 KiB random read IOPS at queue depth 32 and
-# qemu-img bench 4 KiB write IOPS, and the keel/tgt ratio of each.
+# qemu-img bench 4 KiB write IOPS, and the keel/tgt ratio of each. Then
+# the same two figures for keel_iscsi serving a replication-3 keel volume
+# (`keel demo`: three keel_server processes on this machine), filled with
+# the same data first, with its ratio to tgt's file.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for t in iscsi-perf qemu-img tgtd tgtadm; do
@@ -10,11 +13,14 @@ for t in iscsi-perf qemu-img tgtd tgtadm; do
 done
 SIZE=${ISCSI_BENCH_SIZE:-1G}
 SECS=${ISCSI_BENCH_SECONDS:-10}
-work=$(mktemp -d)
+keel=${KEEL_BINARY:-bin/keel}
+work=$(mktemp -d /var/tmp/keel-bench-iscsi.XXXXXX)
 pids=()
+demo_pid=
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ -n "$demo_pid" ] && kill -TERM "$demo_pid" 2>/dev/null && wait "$demo_pid" 2>/dev/null || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -61,4 +67,24 @@ if qemu-img --help | grep -q ' iscsi '; then
 	echo "qemu-img bench -w 4KiB QD32 IOPS:    keel $kw  tgt $tw  ratio $(ratio "$kw" "$tw")"
 else
 	echo "qemu-img bench: no iscsi driver (apt-get install qemu-block-extra), skipped"
+fi
+
+# A replication-3 keel volume served by keel_iscsi (keel demo).
+[ -x "$keel" ] || { echo "keel volume: $keel not built (make build), skipped"; exit 0; }
+"$keel" demo --dir "$work/demo" --size "$SIZE" >"$work/demo.log" 2>&1 &
+demo_pid=$!
+for _ in $(seq 1 240); do
+	[ -f "$work/demo/demo.env" ] && break
+	kill -0 "$demo_pid" 2>/dev/null || { cat "$work/demo.log" >&2; exit 1; }
+	sleep 0.5
+done
+[ -f "$work/demo/demo.env" ] || { echo "keel demo did not start" >&2; cat "$work/demo.log" >&2; exit 1; }
+# shellcheck disable=SC1091
+. "$work/demo/demo.env"
+qemu-img convert -n -f raw -O raw "$work/keel.img" "$KEEL_ISCSI_URL"
+vr=$(perf "$KEEL_ISCSI_URL")
+echo "iscsi-perf 4KiB randread QD32 IOPS: keel volume (repl 3) $vr  tgt file $tr  ratio $(ratio "$vr" "$tr")"
+if qemu-img --help | grep -q ' iscsi '; then
+	vw=$(wbench "$KEEL_ISCSI_URL")
+	echo "qemu-img bench -w 4KiB QD32 IOPS:    keel volume (repl 3) $vw  tgt file $tw  ratio $(ratio "$vw" "$tw")"
 fi
