@@ -130,27 +130,59 @@ func TestE2EBitRotRepairedByScrub(t *testing.T) {
 	if !bytes.Equal(b, good) {
 		t.Fatal("the repaired replica returns other data than was written")
 	}
-	// The other disks' scrubs find nothing.
-	for _, other := range set[:len(set)-1] {
+	// The other disks' scrubs find nothing. The first is paused before
+	// its job starts: its server holds the job at its start (and says so)
+	// until it is continued.
+	keel := func(args ...string) string {
+		t.Helper()
+		c := exec.CommandContext(ctx, testbin.Keel(t), args...)
+		c.Env = cmd.Env
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("keel %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	describe := func(id uint32) apiclient.DiskScrub {
+		t.Helper()
+		var o mgmt.DiskSummary
+		if _, err := api.Get(ctx, fmt.Sprintf("DiskDescribe/%d", id), nil, &o); err != nil {
+			t.Fatal(err)
+		}
+		return o.DiskScrub
+	}
+	paused := set[0]
+	keel("disk", "scrub", fmt.Sprint(paused), "pause")
+	keel("disk", "scrub", fmt.Sprint(paused), "start")
+	deadline := time.Now().Add(30 * time.Second)
+	for describe(paused).ScrubState != "paused" {
+		if time.Now().After(deadline) {
+			t.Fatalf("disk %d's server never reported its paused job: %+v", paused, describe(paused))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // two heartbeats: still nothing read
+	if o := describe(paused); !o.Scrubbing || !o.ScrubbingPaused || o.ScrubbedBytes != 0 || o.ScrubBlocks != 0 {
+		t.Fatalf("paused job of disk %d: %+v, want paused at its start", paused, o)
+	}
+	for _, other := range set[1 : len(set)-1] {
 		if _, err := api.Post(ctx, fmt.Sprintf("DiskScrubStart/%d", other), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	t.Log(keel("disk", "scrub", fmt.Sprint(paused), "continue", "--wait"))
+	deadline = time.Now().Add(60 * time.Second)
 	for _, other := range set[:len(set)-1] {
 		for {
-			var o mgmt.DiskSummary
-			if _, err := api.Get(ctx, fmt.Sprintf("DiskDescribe/%d", other), nil, &o); err != nil {
-				t.Fatal(err)
-			}
+			o := describe(other)
 			if !o.Scrubbing {
-				if o.ScrubState != "done" || o.ScrubErrors != 0 || o.ScrubBlocks < length/4096 {
-					t.Fatalf("scrub of the healthy disk %d: %+v, want done without errors", other, o.DiskScrub)
+				if o.ScrubState != "done" || o.ScrubErrors != 0 || o.ScrubBlocks < length/4096 || o.ScrubbingPaused {
+					t.Fatalf("scrub of the healthy disk %d: %+v, want done without errors", other, o)
 				}
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("scrub of disk %d did not finish: %+v", other, o.DiskScrub)
+				t.Fatalf("scrub of disk %d did not finish: %+v", other, o)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}

@@ -3,12 +3,18 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
+
+	"keel/mgmt"
+	"keel/mgmt/apiclient"
 )
 
 // flipBytes damages block blk of object id in the disk file at path, as
@@ -306,5 +312,122 @@ func TestScrubPauseAndRate(t *testing.T) {
 	}
 	if min := time.Duration(float64(aus-1) / 40 * float64(time.Second)); el < min {
 		t.Fatalf("scrubbed %d AUs in %v at %d AUs/s: the rate limit did not hold (want >= %v)", aus, el, 40, min)
+	}
+}
+
+// mustStartMgmt runs a one-voter mgmt in-process on loopback and returns
+// an API client for it.
+func mustStartMgmt(t *testing.T) *apiclient.Client {
+	t.Helper()
+	dir := t.TempDir()
+	init, _ := json.Marshal(mgmt.ClusterInitDesc{Name: "t", Location: "here", LocationID: "t1", SubClusterID: "a"})
+	if err := os.WriteFile(filepath.Join(dir, mgmt.InitFile), init, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const token = "scrub-test-token"
+	svc, err := mgmt.StartService(context.Background(), mgmt.ServiceConfig{NodeID: 1, Dir: dir, RaftAddr: "127.0.0.1:0", Listen: "127.0.0.1:0",
+		Secret: bytes.Repeat([]byte("s"), 64), Token: token, SnapshotThreshold: 1024, TrailingLogs: 128, ServiceTimeout: time.Hour,
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	hs := httptest.NewServer(svc)
+	t.Cleanup(hs.Close)
+	c := apiclient.New(hs.URL, token)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := c.Post(context.Background(), "DiskRegister", map[string]any{"id": 3, "serverId": 2, "size": 1 << 30, "freeBytes": 1 << 29}, nil)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mgmt not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The server follows mgmt's scrub state: a job started while paused
+// waits at its start and says so; a server restarted mid-job continues
+// from the position it last reported, with the counts so far, and
+// reports the job done.
+func TestScrubFollowsMgmt(t *testing.T) {
+	api := mustStartMgmt(t)
+	ctx := context.Background()
+	s, _ := mustNewFileStore(t, 16)
+	a, b := ObjectID{1, 0}, ObjectID{1, 1} // object table slots 0 and 1
+	writeObjects(t, []ObjectID{a, b}, s)
+	srv := &Server{log: slog.New(slog.DiscardHandler)}
+	describe := func() apiclient.DiskScrub {
+		t.Helper()
+		var d apiclient.DiskScrub
+		if _, err := api.Get(ctx, "DiskDescribe/3", nil, &d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	follow := func(sc *Scrubber, rep *apiclient.DiskScrubReport) {
+		t.Helper()
+		if err := srv.followScrubOnce(ctx, api, 3, sc, rep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, call := range []string{"DiskScrubPause/3", "DiskScrubStart/3"} {
+		if _, err := api.Post(ctx, call, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc := NewScrubber(s, nil, 0, slog.New(slog.DiscardHandler))
+	var rep apiclient.DiskScrubReport
+	follow(sc, &rep) // starts the job, paused
+	time.Sleep(50 * time.Millisecond)
+	follow(sc, &rep)
+	if d := describe(); !d.Scrubbing || d.ScrubState != ScrubPaused || d.ScrubbedBytes != 0 || d.ScrubPosition != (apiclient.ScrubPosition{}) {
+		t.Fatalf("job started paused: %+v", d)
+	}
+	sc.Stop() // the server dies
+
+	// What it had reported before dying: object a scrubbed.
+	aus := func(id ObjectID) (n int64) {
+		for _, au := range s.objects[id].aus {
+			if au >= 0 {
+				n++
+			}
+		}
+		return n
+	}
+	blocksOf := func(id ObjectID) (n int64) {
+		states, _, _ := s.BlockMeta(id, 0, testObjectSize)
+		for _, st := range states {
+			if st == BlockData {
+				n++
+			}
+		}
+		return n
+	}
+	prev := apiclient.DiskScrubReport{Job: 1, State: "running", Position: apiclient.ScrubPosition{Slot: 1}, ScrubbedBytes: aus(a) * AUSize,
+		TotalBytes: (aus(a) + aus(b)) * AUSize, Blocks: blocksOf(a), Errors: 2, Repaired: 2}
+	if _, err := api.Post(ctx, "DiskScrubReport/3", prev, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.Post(ctx, "DiskScrubContinue/3", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	sc = NewScrubber(s, nil, 0, slog.New(slog.DiscardHandler))
+	defer sc.Stop()
+	rep = apiclient.DiskScrubReport{}
+	deadline := time.Now().Add(20 * time.Second)
+	for describe().Scrubbing {
+		if time.Now().After(deadline) {
+			t.Fatalf("job not done: %+v", describe())
+		}
+		follow(sc, &rep)
+		time.Sleep(20 * time.Millisecond)
+	}
+	d := describe()
+	if d.ScrubState != ScrubDone || d.ScrubJob != 1 || d.ScrubBlocks != blocksOf(a)+blocksOf(b) || d.ScrubbedBytes != (aus(a)+aus(b))*AUSize ||
+		d.ScrubErrors != 2 || d.ScrubRepaired != 2 || d.LastScrubCompleted == 0 {
+		t.Fatalf("resumed job: %+v, want done with a's counts plus b's (%d blocks)", d, blocksOf(a)+blocksOf(b))
 	}
 }
