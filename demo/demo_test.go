@@ -1,0 +1,64 @@
+package demo_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"keel/demo"
+	"keel/internal/testbin"
+)
+
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// start runs the demo in dir and checks it has want mgmt voters, each in
+// demo.env, with a leader.
+func start(t *testing.T, dir string, mgmt, want int) *demo.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl, err := demo.Start(ctx, demo.Options{Dir: dir, Binary: testbin.Keel(t), VolumeSize: 1 << 30, DiskSize: 1 << 30, Mgmt: mgmt, Out: logWriter{t}})
+	if err != nil {
+		t.Fatalf("demo.Start (--mgmt %d): %v", mgmt, err)
+	}
+	env := cl.Env()
+	if urls := strings.Split(env["KEEL_API_URL"], ","); len(urls) != want {
+		t.Errorf("KEEL_API_URL %q: %d URLs, want %d", env["KEEL_API_URL"], len(urls), want)
+	}
+	if pids := strings.Fields(env["KEEL_MGMT_PIDS"]); len(pids) != want {
+		t.Errorf("KEEL_MGMT_PIDS %q, want %d PIDs", env["KEEL_MGMT_PIDS"], want)
+	}
+	var st struct {
+		Leader string `json:"leader"`
+		Voters []any  `json:"voters"`
+	}
+	if _, err := cl.API().Get(ctx, "ClusterStatus", nil, &st); err != nil || st.Leader == "" || len(st.Voters) != want {
+		t.Errorf("ClusterStatus: leader %q, %d voters (%v); want %d voters", st.Leader, len(st.Voters), err, want)
+	}
+	return cl
+}
+
+// TestDemoMgmtVoters: a demo started with one mgmt voter grows to three
+// when run with --mgmt 3, and keeps three when run again without the
+// flag; every run stops cleanly.
+func TestDemoMgmtVoters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a demo cluster (real processes)")
+	}
+	dir := t.TempDir()
+	for _, run := range []struct{ mgmt, want int }{{1, 1}, {3, 3}, {0, 3}} {
+		cl := start(t, dir, run.mgmt, run.want)
+		if err := cl.Stop(); err != nil {
+			t.Errorf("stop (--mgmt %d): %v", run.mgmt, err)
+		}
+		if t.Failed() {
+			return
+		}
+	}
+}
