@@ -64,39 +64,6 @@ func (c *ServiceListCmd) Run(env *Env) error {
 	return nil
 }
 
-// TaskCmd groups the task commands.
-type TaskCmd struct {
-	List TaskListCmd `cmd:"" help:"List the running recovery, relocation and transfer tasks."`
-}
-
-// TaskListCmd is `keel task list`.
-type TaskListCmd struct{}
-
-// Help is the long help of `keel task list`.
-func (c *TaskListCmd) Help() string {
-	return `Shows TasksList: per disk, the transaction and how many of its objects are
-done and dispatched.`
-}
-
-// Run lists.
-func (c *TaskListCmd) Run(env *Env) error {
-	var list []map[string]any
-	printed, err := apiGet(env, "TasksList", &list)
-	if err != nil || printed {
-		return err
-	}
-	rows := [][]string{{"DISK", "TRANSACTION", "DONE", "DISPATCHED", "ALL"}}
-	for _, t := range list {
-		rows = append(rows, []string{fmt.Sprint(t["diskId"]), fmt.Sprint(t["transactionId"]), fmt.Sprint(t["completedObjects"]),
-			fmt.Sprint(t["dispatchedObjects"]), fmt.Sprint(t["allObjects"])})
-	}
-	if len(list) == 0 {
-		fmt.Fprintln(env.Stdout, "no tasks")
-		return nil
-	}
-	return table(env, rows)
-}
-
 // KVCmd groups the KV store commands.
 type KVCmd struct {
 	Get    KVGetCmd    `cmd:"" help:"Print a key's value."`

@@ -94,6 +94,14 @@ func (s *Server) recoverDisk(ctx context.Context, o Options, st *Store, dr *apic
 	}
 	limit := newByteRate(o.RecoveryRate)
 	prog := &recoveryProgress{totals: make([]int, len(sources)), done: make([]int, len(sources))}
+	// Until a peer's run lists its objects, count the local ones it serves.
+	for _, v := range st.Versions() {
+		for i, src := range sources {
+			if src.Scope(v.Object) {
+				prog.totals[i]++
+			}
+		}
+	}
 	report := func(final bool) {
 		all, done := prog.sum()
 		if !final && time.Since(prog.last) < time.Second {

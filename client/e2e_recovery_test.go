@@ -1,0 +1,215 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"keel/demo"
+	"keel/internal/testbin"
+	"keel/mgmt/apiclient"
+	"keel/wire"
+)
+
+// TestE2ERecoveryCopiesWhatChanged: a quarter of the volume is written,
+// one server is stopped, 1 % of the volume's blocks are written while it
+// is down, and it is started again (its recovery rate limited, so that
+// the task is seen making progress). Its disks come back up; keel task
+// list --wait follows the tasks to the end; the bytes recovery copied are
+// close to the bytes that changed, not the volume size; and every object
+// read from the recovered disks alone, over the wire protocol, holds what
+// was written.
+func TestE2ERecoveryCopiesWhatChanged(t *testing.T) {
+	cl := startDemo(t)
+	env := cl.Env()
+	api := cl.API()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	nbd, err := dialNBD("unix:"+env["KEEL_NBD_SOCKET"], env["KEEL_VOLUME"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nbd.Close()
+	model := make([]byte, e2eVolumeSize)
+	r := rand.New(rand.NewPCG(11, 12))
+	const prefill = e2eVolumeSize / 4
+	for off := 0; off < prefill; off += 1 << 20 {
+		fillRandom(r, model[off:off+1<<20])
+		if err := nbd.WriteAt(model[off:off+1<<20], int64(off), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nbd.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	const victim = 2
+	if err := cl.Kill("server", victim); err != nil {
+		t.Fatal(err)
+	}
+	waitDisks(t, ctx, cl, 60*time.Second, func(s map[int]string) bool { return s[victim*10+1] == "down" && s[victim*10+2] == "down" })
+
+	// 1 % of the volume's blocks, anywhere in it.
+	blocks := e2eVolumeSize / 4096
+	changed := map[int]bool{}
+	for len(changed) < blocks/100 {
+		b := r.IntN(blocks)
+		changed[b] = true
+		fillRandom(r, model[b*4096:(b+1)*4096])
+		if err := nbd.WriteAt(model[b*4096:(b+1)*4096], int64(b)*4096, false); err != nil {
+			t.Fatalf("write with server %d down: %v", victim, err)
+		}
+	}
+	if err := nbd.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	changedBytes := len(changed) * 4096
+
+	// Slow the recovery down so that its progress shows (a drop-in beside
+	// the node's configuration), and start the server again.
+	dropIn := filepath.Join(env["KEEL_DEMO_DIR"], fmt.Sprintf("node%d", victim), "keel.d")
+	os.MkdirAll(dropIn, 0o755)
+	if err := os.WriteFile(filepath.Join(dropIn, "50-recovery-test.toml"), []byte("[server]\nrecovery_rate_mb = 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Restart("server", victim); err != nil {
+		t.Fatal(err)
+	}
+	waitDisks(t, ctx, cl, 30*time.Second, func(s map[int]string) bool {
+		return s[victim*10+1] == "recovering" || s[victim*10+2] == "recovering" || (s[victim*10+1] == "up" && s[victim*10+2] == "up")
+	})
+	cmd := exec.CommandContext(ctx, testbin.Keel(t), "task", "list", "--wait", "--interval", "200ms")
+	cmd.Env = append(os.Environ(), "KEEL_CONFIG="+env["KEEL_CONFIG"])
+	out, err := cmd.CombinedOutput()
+	t.Logf("keel task list --wait:\n%s", out)
+	if err != nil {
+		t.Fatalf("keel task list --wait: %v", err)
+	}
+	if !progressShown(string(out)) {
+		t.Errorf("keel task list --wait never showed a task part done (n/m objects with 0 < n < m)")
+	}
+	if !strings.HasSuffix(strings.TrimSpace(string(out)), "no tasks") {
+		t.Errorf("keel task list --wait did not end with no tasks")
+	}
+	states := disks(t, ctx, cl)
+	for id, s := range states {
+		if s != "up" {
+			t.Errorf("disk %d is %q after the recovery, want up", id, s)
+		}
+	}
+
+	// What recovery copied, as reported to mgmt.
+	var copied uint64
+	for d := 1; d <= 2; d++ {
+		st := recoveryReport(t, ctx, api, victim*10+d)
+		t.Logf("disk %d recovery: %v", victim*10+d, st)
+		copied += uint64(st["data_bytes"].(float64))
+	}
+	ratio := float64(copied) / float64(changedBytes)
+	t.Logf("recovery copied %d bytes for %d changed (%d blocks): ratio %.3f; volume %d bytes, written %d", copied, changedBytes, len(changed), ratio, e2eVolumeSize, prefill+changedBytes)
+	if copied < uint64(changedBytes) || ratio >= 3 {
+		t.Errorf("recovery copied %d bytes for %d changed bytes (ratio %.2f), want at least every changed byte and less than 3x", copied, changedBytes, ratio)
+	}
+
+	// Every object read from the recovered disks alone.
+	layout := volumeLayout(t, ctx, api, env)
+	conns := map[uint32]*wire.Client{}
+	buf := make([]byte, 1<<20)
+	for i := 0; i < e2eVolumeSize/int(layout.ObjectSize); i++ {
+		set := layout.DiskSets[i%len(layout.DiskSets)]
+		var d uint32
+		for _, x := range set {
+			if int(x)/10 == victim {
+				d = x
+			}
+		}
+		if d == 0 {
+			t.Fatalf("object %d: set %v has no disk of server %d", i, set, victim)
+		}
+		if conns[d] == nil {
+			conns[d] = dialDisk(t, ctx, env, layout.Disks, d)
+		}
+		for off := int64(0); off < layout.ObjectSize; off += int64(len(buf)) {
+			var resp wire.Response
+			err := conns[d].Do(ctx, &wire.Request{Op: wire.OpRead, Disk: d, Volume: layout.Layers[0], Index: uint32(i), Offset: uint64(off), Length: uint32(len(buf))}, &resp)
+			got := resp.Data
+			if se, ok := err.(*wire.StatusError); ok && se.Status == wire.StatusNotFound {
+				got, err = buf[:0], nil
+				clear(buf)
+				got = buf
+			}
+			if err != nil {
+				t.Fatalf("read object %d at %d from recovered disk %d: %v", i, off, d, err)
+			}
+			pos := int64(i)*layout.ObjectSize + off
+			if !bytes.Equal(got, model[pos:pos+int64(len(buf))]) {
+				t.Fatalf("object %d at %d on recovered disk %d differs from what was written", i, off, d)
+			}
+		}
+	}
+}
+
+// fillRandom fills p from r.
+func fillRandom(r *rand.Rand, p []byte) {
+	for i := 0; i+8 <= len(p); i += 8 {
+		v := r.Uint64()
+		for k := range 8 {
+			p[i+k] = byte(v >> (8 * k))
+		}
+	}
+}
+
+// waitDisks polls DisksList until cond holds.
+func waitDisks(t *testing.T, ctx context.Context, cl *demo.Cluster, limit time.Duration, cond func(map[int]string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		s := disks(t, ctx, cl)
+		if cond(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("disk states after %s: %v", limit, s)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// progressShown reports whether a line of keel task list --wait shows a
+// task part done.
+func progressShown(out string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		var d, done, all int
+		if _, err := fmt.Sscanf(l, "disk %d: recovery %d/%d objects", &d, &done, &all); err == nil && done > 0 && done < all {
+			return true
+		}
+	}
+	return false
+}
+
+// recoveryReport returns the stats a disk's last recovery reported to mgmt
+// (DiskRecoveryDone, kept in the KV store).
+func recoveryReport(t *testing.T, ctx context.Context, api *apiclient.Client, disk int) map[string]any {
+	t.Helper()
+	var kv struct {
+		Value string `json:"value"`
+	}
+	if _, err := api.Get(ctx, fmt.Sprintf("KVGet/keel.recovery.disk.%d", disk), nil, &kv); err != nil {
+		t.Fatalf("disk %d: no recovery report in mgmt: %v", disk, err)
+	}
+	var rep struct {
+		Stats map[string]any `json:"stats"`
+	}
+	if err := json.Unmarshal([]byte(kv.Value), &rep); err != nil || rep.Stats == nil {
+		t.Fatalf("disk %d: recovery report %q: %v", disk, kv.Value, err)
+	}
+	return rep.Stats
+}
