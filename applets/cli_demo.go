@@ -30,9 +30,14 @@ variables to DIR/demo.env: KEEL_API_URL (every mgmt node, comma-separated),
 KEEL_API_TOKEN_FILE, KEEL_NBD_URI, KEEL_VOLUME, KEEL_TEMPLATE,
 KEEL_CLIENT_ID, KEEL_MGMT_PIDS, KEEL_SERVER_PIDS, KEEL_CLIENT_PIDS and more.
 
+It also runs keel_iscsi on node 1 and exports a second volume of the same
+size, demo-iscsi, on a loopback portal to the default initiator names of
+libiscsi's tools and QEMU: KEEL_ISCSI_URL (iscsi://127.0.0.1:PORT/IQN/0)
+works with iscsi-ls, iscsi-inq and qemu-img as they are; KEEL_ISCSI_PIDS.
+
 It then shows a live status line (IOPS, bandwidth, disks and services up,
 the mgmt leader) until Ctrl-C or SIGTERM, and stops every process it
-started: the client, the servers, then mgmt. Without a terminal it prints
+started: keel_iscsi, the client, the servers, then mgmt. Without a terminal it prints
 plain progress lines and runs until SIGTERM. A second run reuses the data;
 --fresh starts over.
 

@@ -107,6 +107,44 @@ func rawLogin(t *testing.T, local, portal, initiator, target string) (net.Conn, 
 	return nc, binary.BigEndian.Uint16(resp.BHS[36:])
 }
 
+// scsiCommand sends a read-direction command (cdb, expecting up to n
+// bytes) with CmdSN cmdSN on a logged-in connection and returns the
+// status, the Data-In bytes and the sense data.
+func scsiCommand(nc net.Conn, cmdSN uint32, cdb []byte, n int) (status byte, data, sense []byte, err error) {
+	flags := byte(0x80)
+	if n > 0 {
+		flags |= 0x40
+	}
+	c := newPDU(opSCSICmd, flags, cmdSN+100)
+	c.setU32(20, uint32(n))
+	c.setU32(24, cmdSN)
+	copy(c.BHS[32:48], cdb)
+	if _, err := nc.Write(c.appendTo(nil, false, false)); err != nil {
+		return 0, nil, nil, err
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer nc.SetReadDeadline(time.Time{})
+	for {
+		r, err := ReadPDU(nc, false, false, 1<<20)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		switch r.Opcode() {
+		case opDataIn:
+			data = append(data, r.Data...)
+			if r.BHS[1]&0x01 != 0 { // status carried with the data
+				return r.BHS[3], data, nil, nil
+			}
+		case opSCSIResp:
+			if len(r.Data) >= 2 {
+				l := int(binary.BigEndian.Uint16(r.Data))
+				sense = r.Data[2:min(2+l, len(r.Data))]
+			}
+			return r.BHS[3], data, sense, nil
+		}
+	}
+}
+
 // testUnitReady sends TEST UNIT READY (CmdSN cmdSN) on a logged-in
 // connection and returns the SCSI status.
 func testUnitReady(nc net.Conn, cmdSN uint32) (byte, error) {
@@ -297,6 +335,35 @@ func TestVolumeTarget(t *testing.T) {
 		}
 		if strings.Contains(out, "iqn.2026-01.io.keel.test:held") {
 			t.Errorf("keel iscsi seen still lists an initiator whose export was deleted:\n%s", out)
+		}
+	})
+
+	t.Run("resize raises a unit attention", func(t *testing.T) {
+		nc, status := rawLogin(t, "127.0.0.1", portal, demo.ISCSIInitiators[0], target)
+		defer nc.Close()
+		if status != loginSuccess {
+			t.Fatalf("login: status 0x%04x", status)
+		}
+		readCap := []byte{0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0} // READ CAPACITY(16)
+		st, data, _, err := scsiCommand(nc, 0, readCap, 32)
+		if err != nil || st != 0 || len(data) < 12 {
+			t.Fatalf("READ CAPACITY(16): status %d, %d bytes, %v", st, len(data), err)
+		}
+		blocks := binary.BigEndian.Uint64(data) + 1
+		if bs := binary.BigEndian.Uint32(data[8:]); bs != 4096 || blocks*4096 != e2eVolumeSize {
+			t.Fatalf("capacity %d blocks of %d bytes, want %d bytes in 4 KiB blocks", blocks, bs, e2eVolumeSize)
+		}
+		if _, err := cl.API().Post(context.Background(), "VolumeUpdate/"+demo.ISCSIVolume, map[string]any{"sizeAdd": 32 << 20}, nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2500 * time.Millisecond) // the controller's poll
+		st, _, sense, err := scsiCommand(nc, 1, make([]byte, 16), 0) // TEST UNIT READY
+		if err != nil || st != 2 || len(sense) < 14 || sense[2]&0x0f != 6 || sense[12] != 0x2a || sense[13] != 0x09 {
+			t.Fatalf("TEST UNIT READY after a resize: status %d sense % x (%v), want CHECK CONDITION, UNIT ATTENTION 2A/09", st, sense, err)
+		}
+		st, data, _, err = scsiCommand(nc, 2, readCap, 32)
+		if err != nil || st != 0 || (binary.BigEndian.Uint64(data)+1)*4096 != e2eVolumeSize+32<<20 {
+			t.Fatalf("READ CAPACITY(16) after the resize: status %d, % x, %v", st, data, err)
 		}
 	})
 
