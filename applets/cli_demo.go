@@ -14,7 +14,7 @@ type DemoCmd struct {
 	Dir   string `default:"keel-demo" help:"Directory holding the demo cluster's configs, state, disks and logs (default ./keel-demo)." placeholder:"DIR"`
 	Fresh bool   `help:"Delete the demo directory first and start a new cluster."`
 	Size  string `default:"10G" help:"Size of the demo volume when it is created (e.g. 10G, 512M)."`
-	Mgmt  int    `default:"1" enum:"1,3,5" help:"Number of mgmt Raft voters (1, 3 or 5), each on its own node; a demo that has more keeps them."`
+	Mgmt  int    `default:"1" enum:"1,3" help:"Number of mgmt Raft voters (1 or 3), each on its own server node; a demo that has more keeps them."`
 }
 
 // Help is the long help of `keel demo`.
