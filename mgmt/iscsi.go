@@ -280,8 +280,13 @@ func (t *txn) iscsiCommand(c ISCSIConfigCommand) error {
 		if err != nil {
 			return err
 		}
-		_, err = t.tx.Exec(`INSERT INTO iscsi_targets (volume_id, name) VALUES (?, ?)`, v.ID, base+":"+targetSuffix(v.Name))
-		return uniqueErr(err, "volume %s already has a target (or its name %s:%s is taken)", v.Name, base, targetSuffix(v.Name))
+		suffix := v.Name
+		if suffix == "" {
+			suffix = v.GID // a volume addressed by globalId only
+		}
+		suffix = targetSuffix(suffix)
+		_, err = t.tx.Exec(`INSERT INTO iscsi_targets (volume_id, name) VALUES (?, ?)`, v.ID, base+":"+suffix)
+		return uniqueErr(err, "volume %s already has a target (or its name %s:%s is taken)", v.displayName(), base, suffix)
 	case c.DeleteTarget != nil:
 		tg, _, err := t.iscsiTarget(c.DeleteTarget.VolumeName)
 		if err != nil {
@@ -428,6 +433,13 @@ func (t *txn) iscsiExport(a *ISCSIExportArg) error {
 	if ctl != 0 {
 		if t.count(`SELECT COUNT(*) FROM iscsi_portals WHERE pg_id = ? AND controller = ?`, pg, ctl) == 0 {
 			return apiErr(ErrNotAllowed, "the target of volume %s is served by controller %d, which has no portal in portal group %s; add one (createPortal) first", v.displayName(), ctl, a.PortalGroup)
+		}
+		// The attachment was taken away (a forced attach elsewhere):
+		// exporting again brings it back, on the same terms.
+		if t.count(`SELECT COUNT(*) FROM attachments WHERE volume_id = ? AND client_id = ? AND rights = 'rw'`, v.ID, apiclient.ISCSIClientBase+ctl) == 0 {
+			if err := t.iscsiAttach(v, ctl); err != nil {
+				return err
+			}
 		}
 	} else {
 		err := t.tx.QueryRow(`SELECT MIN(controller) FROM iscsi_portals WHERE pg_id = ?`, pg).Scan(&ctl)

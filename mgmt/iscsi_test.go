@@ -91,6 +91,19 @@ func TestISCSIConfig(t *testing.T) {
 	if _, err := c.Post(ctx, "VolumesReassign", []map[string]any{{"volume": "Vol_1", "rw": []int{1}}}, nil); err == nil {
 		t.Errorf("a second read-write attachment of an exported volume was accepted")
 	}
+	// A forced attach elsewhere takes the volume from the controller; the
+	// export brings it back once the volume is free again.
+	mustPost(t, c, "VolumesReassign", []map[string]any{{"volume": "Vol_1", "rw": []int{1}, "force": true}}, nil)
+	if _, err := c.Get(ctx, "ClientVolumes/16387", nil, &cv); err != nil || len(cv.Volumes) != 0 {
+		t.Fatalf("the forced attach left controller 3's attachment: %+v %v", cv, err)
+	}
+	export := iscsiCmds(icmd("export", map[string]any{"initiator": "iqn.host1", "portalGroup": "pg", "volumeName": "Vol_1"}))
+	fails("export again while attached elsewhere", ErrInUse, export)
+	mustPost(t, c, "VolumesReassign", []map[string]any{{"volume": "Vol_1", "detach": []int{1}}}, nil)
+	mustPost(t, c, "iSCSIConfig", export, nil)
+	if _, err := c.Get(ctx, "ClientVolumes/16387", nil, &cv); err != nil || len(cv.Volumes) != 1 {
+		t.Fatalf("exporting again did not attach the volume to controller 3: %+v %v", cv, err)
+	}
 	fails("delete an exported target", ErrInUse, iscsiCmds(icmd("deleteTarget", map[string]any{"volumeName": "Vol_1"})))
 	fails("delete an initiator with exports", ErrInUse, iscsiCmds(icmd("deleteInitiator", map[string]any{"name": "iqn.host1"})))
 	fails("delete the serving portal", ErrInUse, iscsiCmds(icmd("deletePortal", map[string]any{"ip": "10.1.2.3", "port": 3261})))
