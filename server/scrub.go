@@ -557,9 +557,25 @@ func (s *Server) followScrub(ctx context.Context, o Options, id uint32, st *Stor
 		case <-ctx.Done():
 			return
 		case <-st.Failed():
+			s.reportScrubFailed(ctx, o.Mgmt, id, sc, reported)
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// reportScrubFailed ends the disk's unfinished job in mgmt when the store
+// failed (the disk is being ejected), so it does not show as scrubbing.
+func (s *Server) reportScrubFailed(ctx context.Context, api *apiclient.Client, id uint32, sc *Scrubber, last apiclient.DiskScrubReport) {
+	sc.Stop()
+	if last.Job == 0 || last.State == ScrubDone || last.State == ScrubFailed {
+		return
+	}
+	last.State, last.Error = ScrubFailed, "the disk failed (I/O error or timeout) and is being ejected"
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := api.Post(ctx, fmt.Sprintf("DiskScrubReport/%d", id), last, nil); err != nil {
+		s.log.Warn("reporting the failed disk's scrub job to mgmt failed", "disk", id, "err", err)
 	}
 }
 

@@ -431,3 +431,47 @@ func TestScrubFollowsMgmt(t *testing.T) {
 		t.Fatalf("resumed job: %+v, want done with a's counts plus b's (%d blocks)", d, blocksOf(a)+blocksOf(b))
 	}
 }
+
+// A disk that fails (and is being ejected) ends its unfinished job in
+// mgmt: it no longer shows as scrubbing.
+func TestScrubEndsWhenTheDiskFails(t *testing.T) {
+	api := mustStartMgmt(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, _ := mustNewFileStore(t, 16)
+	writeObjects(t, []ObjectID{{1, 0}}, s)
+	for _, call := range []string{"DiskScrubPause/3", "DiskScrubStart/3"} {
+		if _, err := api.Post(ctx, call, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := &Server{log: slog.New(slog.DiscardHandler)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.followScrub(ctx, Options{Mgmt: api, HeartbeatInterval: 20 * time.Millisecond}, 3, s)
+	}()
+	wait := func(what string, ok func(apiclient.DiskScrub) bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var d apiclient.DiskScrub
+			if _, err := api.Get(ctx, "DiskDescribe/3", nil, &d); err != nil {
+				t.Fatal(err)
+			}
+			if ok(d) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v", what, d)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wait("job reported paused", func(d apiclient.DiskScrub) bool { return d.Scrubbing && d.ScrubState == ScrubPaused })
+	s.fail(errors.New("injected I/O error"))
+	wait("job ended as failed", func(d apiclient.DiskScrub) bool {
+		return !d.Scrubbing && d.ScrubState == ScrubFailed && d.ScrubError != ""
+	})
+	<-done
+}
