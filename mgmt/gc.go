@@ -39,14 +39,16 @@ func (t *txn) dropLayer(v *volRow) error {
 	return nil
 }
 
-// readLayersToDelete answers LayersToDelete/<serverId>.
+// readLayersToDelete answers LayersToDelete/<serverId>. An ejected disk's
+// layers wait until it registers again (or is forgotten), so that a disk
+// its server cannot delete on does not hold up the others.
 func readLayersToDelete(db *sql.DB, arg string) (any, error) {
 	server, err := strconv.Atoi(arg)
 	if err != nil {
 		return nil, apiErr(ErrInvalidParam, "server id %q is not a number", arg)
 	}
 	rows, err := db.Query(`SELECT g.disk_id, g.layer FROM gc_layers g JOIN disks d ON d.id = g.disk_id
-		WHERE d.server_id = ? ORDER BY g.since, g.layer LIMIT ?`, server, apiclient.MaxLayersToDelete)
+		WHERE d.server_id = ? AND d.state != 'ejected' ORDER BY g.since, g.layer LIMIT ?`, server, apiclient.MaxLayersToDelete)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func confirm(t *testing.T, c *apiclient.Client) {
 // volume or snapshot reads it any more: after a revert (the replaced
 // layer), a volume's deletion, and a deleted snapshot's last child going.
 func TestLayersToDelete(t *testing.T) {
-	_, c := mustNewService(t)
+	svc, c := mustNewService(t)
 	addDisks(t, c, 1, 2, 3)
 	mustPost(t, c, "VolumeTemplateCreate", map[string]any{"name": "r3", "replication": 3}, nil)
 	mustPost(t, c, "VolumeCreate", map[string]any{"name": "v", "size": 1 << 30, "template": "r3"}, nil)
@@ -82,10 +82,26 @@ func TestLayersToDelete(t *testing.T) {
 	mustPost(t, c, "VolumeDelete/v", nil, nil)
 	wantPending(t, c, "after deleting the last child", v2[0], snapLayer)
 
-	// A forgotten disk has nothing left to reclaim.
+	// An ejected disk's layers wait (its server cannot delete them); a
+	// forgotten disk has nothing left to reclaim.
 	mustPost(t, c, "DiskEject/101", nil, nil)
-	mustPost(t, c, "DiskForget/101", nil, nil)
 	if got := pendingLayers(t, c); len(got["101"]) != 0 || len(got["100"]) != 2 {
-		t.Fatalf("after forgetting disk 101: %v", got)
+		t.Fatalf("after ejecting disk 101: %v", got)
+	}
+	rows := func(disk int) (n int) {
+		t.Helper()
+		svc.store.mu.RLock()
+		defer svc.store.mu.RUnlock()
+		if err := svc.store.db.QueryRow(`SELECT COUNT(*) FROM gc_layers WHERE disk_id = ?`, disk).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := rows(101); n != 2 {
+		t.Fatalf("ejected disk 101 has %d layers recorded, want 2 kept", n)
+	}
+	mustPost(t, c, "DiskForget/101", nil, nil)
+	if n := rows(101); n != 0 {
+		t.Fatalf("forgotten disk 101 still has %d layers recorded", n)
 	}
 }

@@ -56,6 +56,11 @@ func (s *Server) reclaimOnce(ctx context.Context, api *apiclient.Client, nodeID 
 		if err != nil || st == nil || len(layers) == 0 {
 			continue // not ours (any more): mgmt drops it when the disk is forgotten
 		}
+		select {
+		case <-st.Failed():
+			continue // ejected; it deletes them once it is back
+		default:
+		}
 		n, err := st.DeleteLayers(layers)
 		deleted += n
 		if err != nil {
