@@ -121,6 +121,14 @@ func TestE2EBitRotRepairedByScrub(t *testing.T) {
 	if err != nil || !strings.Contains(string(list), "done, 1 err 1 fixed") {
 		t.Errorf("keel disk list (%v) does not show the scrub's error repaired:\n%s", err, list)
 	}
+	t.Logf("keel disk list:\n%s", list)
+	dcmd := exec.CommandContext(ctx, testbin.Keel(t), "disk", "describe", fmt.Sprint(tail))
+	dcmd.Env = cmd.Env
+	desc, err := dcmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(desc), "1 found, 1 repaired, 0 unrepairable") {
+		t.Errorf("keel disk describe %d (%v) does not show the scrub's counts:\n%s", tail, err, desc)
+	}
+	t.Logf("keel disk describe %d:\n%s", tail, desc)
 
 	// The repaired replica alone reads the written block again.
 	b, err := read()
