@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"keel/mgmt/apiclient"
 )
@@ -108,5 +109,38 @@ func TestRecoveryTaskLifecycle(t *testing.T) {
 	}
 	if _, err := c.Get(ctx, "TasksList", nil, &tasks); err != nil || len(tasks) != 0 {
 		t.Fatalf("TasksList after the recovering disk went down: %+v %v", tasks, err)
+	}
+}
+
+// A recovering disk whose server stops heartbeating goes down with the
+// server, and its task goes with it.
+func TestRecoveryEndsWhenServerDown(t *testing.T) {
+	_, c := mustNewServiceTimeout(t, time.Second)
+	ctx := context.Background()
+	hb := map[string]any{"type": "server", "id": 2, "nodeId": 2, "version": "t", "startTime": 1, "addr": "127.0.0.1:1"}
+	mustPost(t, c, "ServiceHeartbeat", hb, nil)
+	addDisks(t, c, 2)
+	mustPost(t, c, "DiskMarkDown/100", map[string]any{"generation": 1}, nil)
+	mustPost(t, c, "DiskRegister", map[string]any{"id": 100, "serverId": 2, "size": 1 << 40, "freeBytes": 1 << 39}, nil)
+	var tasks []apiclient.Task
+	if _, err := c.Get(ctx, "TasksList", nil, &tasks); err != nil || len(tasks) != 1 {
+		t.Fatalf("TasksList: %+v %v", tasks, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var disks map[string]DiskSummary
+		if _, err := c.Get(ctx, "DisksList", nil, &disks); err != nil {
+			t.Fatal(err)
+		}
+		if disks["100"].State == "down" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the recovering disk of a silent server is %q, want down", disks["100"].State)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := c.Get(ctx, "TasksList", nil, &tasks); err != nil || len(tasks) != 0 {
+		t.Fatalf("TasksList after the server went down: %+v %v", tasks, err)
 	}
 }

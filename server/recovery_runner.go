@@ -17,7 +17,8 @@ import (
 const DefaultRecoverySettle = 30 * time.Second
 
 // followRecovery brings disk id up to date whenever mgmt has it
-// recovering: it polls DiskReplicas every heartbeat interval, waits until
+// recovering: it polls the disk's state every heartbeat interval and,
+// while it is recovering, DiskReplicas; it waits until
 // every rw client writes to the disk (clientsReady), recovers each set's
 // objects from one up peer, reports progress, and tells mgmt it is done
 // (which marks the disk up). A failed run is retried with backoff.
@@ -36,6 +37,15 @@ func (s *Server) followRecovery(ctx context.Context, o Options, id uint32, st *S
 		case <-st.Failed():
 			return
 		case <-time.After(poll + backoff):
+		}
+		// DiskDescribe is one row; DiskReplicas walks every volume, so it
+		// is asked only while the disk is recovering.
+		var desc struct {
+			State string `json:"state"`
+		}
+		if _, err := o.Mgmt.Get(ctx, fmt.Sprintf("DiskDescribe/%d", id), nil, &desc); err == nil && desc.State != "recovering" {
+			backoff, lastWait = 0, ""
+			continue
 		}
 		var dr apiclient.DiskReplicas
 		if _, err := o.Mgmt.Get(ctx, fmt.Sprintf("DiskReplicas/%d", id), nil, &dr); err != nil {
