@@ -5,6 +5,7 @@ package iscsi
 // loopback portal), and libiscsi's tools, qemu-img and raw logins use it.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -12,7 +13,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,6 +144,36 @@ func scsiCommand(nc net.Conn, cmdSN uint32, cdb []byte, n int) (status byte, dat
 				sense = r.Data[2:min(2+l, len(r.Data))]
 			}
 			return r.BHS[3], data, sense, nil
+		}
+	}
+}
+
+// scsiWrite sends WRITE(10) of data (whole 4 KiB blocks) at lba as
+// immediate data and returns the status and sense.
+func scsiWrite(nc net.Conn, cmdSN uint32, lba uint32, data []byte) (byte, []byte, error) {
+	c := newPDU(opSCSICmd, 0x80|0x20, cmdSN+100)
+	c.setU32(20, uint32(len(data)))
+	c.setU32(24, cmdSN)
+	c.BHS[32] = 0x2a
+	binary.BigEndian.PutUint32(c.BHS[34:], lba)
+	binary.BigEndian.PutUint16(c.BHS[39:], uint16(len(data)/4096))
+	c.Data = data
+	if _, err := nc.Write(c.appendTo(nil, false, false)); err != nil {
+		return 0, nil, err
+	}
+	nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	defer nc.SetReadDeadline(time.Time{})
+	for {
+		r, err := ReadPDU(nc, false, false, 1<<20)
+		if err != nil {
+			return 0, nil, err
+		}
+		if r.Opcode() == opSCSIResp {
+			var sense []byte
+			if len(r.Data) >= 2 {
+				sense = r.Data[2:min(2+int(binary.BigEndian.Uint16(r.Data)), len(r.Data))]
+			}
+			return r.BHS[3], sense, nil
 		}
 	}
 }
@@ -356,7 +389,7 @@ func TestVolumeTarget(t *testing.T) {
 		if _, err := cl.API().Post(context.Background(), "VolumeUpdate/"+demo.ISCSIVolume, map[string]any{"sizeAdd": 32 << 20}, nil); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2500 * time.Millisecond) // the controller's poll
+		time.Sleep(2500 * time.Millisecond)                          // the controller's poll
 		st, _, sense, err := scsiCommand(nc, 1, make([]byte, 16), 0) // TEST UNIT READY
 		if err != nil || st != 2 || len(sense) < 14 || sense[2]&0x0f != 6 || sense[12] != 0x2a || sense[13] != 0x09 {
 			t.Fatalf("TEST UNIT READY after a resize: status %d sense % x (%v), want CHECK CONDITION, UNIT ATTENTION 2A/09", st, sense, err)
@@ -373,6 +406,61 @@ func TestVolumeTarget(t *testing.T) {
 			cmd("export", map[string]any{"initiator": demo.ISCSIInitiators[0], "portalGroup": demo.ISCSIPortalGroup, "volumeName": "demo"})}}, nil)
 		if err == nil || !strings.Contains(err.Error(), "objectInUse") {
 			t.Fatalf("exporting the NBD-attached demo volume: %v, want objectInUse", err)
+		}
+	})
+
+	// Last: it takes the volume away from the controller.
+	t.Run("fenced by a forced attach elsewhere", func(t *testing.T) {
+		qio := testbin.NeedTool(t, "qemu-io")
+		ctx := context.Background()
+		nc, status := rawLogin(t, "127.0.0.1", portal, demo.ISCSIInitiators[0], target)
+		defer nc.Close()
+		if status != loginSuccess {
+			t.Fatalf("login: status 0x%04x", status)
+		}
+		a := bytes.Repeat([]byte{0xaa}, 4096)
+		if st, sense, err := scsiWrite(nc, 0, 0, a); err != nil || st != 0 {
+			t.Fatalf("WRITE before the takeover: status %d sense % x %v", st, sense, err)
+		}
+		// The controller is frozen (as if partitioned) while the NBD
+		// client (node 1) takes the volume by force and writes to the
+		// same object, so its servers know the new fencing token.
+		pid, err := strconv.Atoi(env["KEEL_ISCSI_PIDS"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Kill(pid, syscall.SIGCONT)
+		if _, err := cl.API().Post(ctx, "VolumesReassignWait", map[string]any{"reassign": []map[string]any{
+			{"volume": demo.ISCSIVolume, "rw": []int{1}, "force": true}}, "attachTimeout": 20}, nil); err != nil {
+			t.Fatal(err)
+		}
+		nbdURI := strings.TrimSuffix(env["KEEL_NBD_URI"], "/"+env["KEEL_VOLUME"]) + "/" + demo.ISCSIVolume
+		if out, err := run(t, 30*time.Second, qio, "-f", "raw", "-c", "write -P 0xcc 32k 4k", nbdURI); err != nil {
+			t.Fatalf("qemu-io write through the new attachment: %v\n%s", err, out)
+		}
+		// The old holder's write, sent while it is frozen, must not land:
+		// refused by the servers (CHECK CONDITION), or its session closed
+		// by the controller's next poll.
+		done := make(chan struct{})
+		var st byte
+		var sense []byte
+		go func() {
+			defer close(done)
+			st, sense, err = scsiWrite(nc, 1, 0, bytes.Repeat([]byte{0xbb}, 4096))
+		}()
+		time.Sleep(200 * time.Millisecond)
+		syscall.Kill(pid, syscall.SIGCONT)
+		<-done
+		if err == nil && st == 0 {
+			t.Errorf("a write through the fenced controller succeeded")
+		}
+		t.Logf("write through the fenced controller: status %d sense % x err %v", st, sense, err)
+		out, err := run(t, 30*time.Second, qio, "-f", "raw", "-c", "read -P 0xaa 0 4k", "-c", "read -P 0xcc 32k 4k", nbdURI)
+		if err != nil || strings.Contains(out, "Pattern verification failed") {
+			t.Fatalf("the volume after the takeover: %v\n%s", err, out)
 		}
 	})
 }
