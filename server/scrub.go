@@ -527,8 +527,8 @@ func (f *mgmtReplicas) close() {
 // followScrub runs disk id's scrub jobs as mgmt wants them: every
 // heartbeat interval it reads the desired state (DiskDescribe), starts,
 // resumes (after a restart, from the position last reported), pauses or
-// continues the job, and reports progress (DiskScrubReport) when it
-// changed.
+// continues the job, and reports progress (DiskScrubReport): a change of
+// state at once, counts at most every scrubReportEvery.
 func (s *Server) followScrub(ctx context.Context, o Options, id uint32, st *Store) {
 	self := wire.Peer{NodeID: o.NodeID, Role: "server", Name: o.Name}
 	find := &mgmtReplicas{api: o.Mgmt, conns: map[string]*wire.Client{}, dial: func(ctx context.Context, addr string) (*wire.Client, error) {
@@ -543,7 +543,7 @@ func (s *Server) followScrub(ctx context.Context, o Options, id uint32, st *Stor
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var reported apiclient.DiskScrubReport
+	var reported scrubReported
 	var lastErr string
 	for {
 		err := s.followScrubOnce(ctx, o.Mgmt, id, sc, &reported)
@@ -557,7 +557,7 @@ func (s *Server) followScrub(ctx context.Context, o Options, id uint32, st *Stor
 		case <-ctx.Done():
 			return
 		case <-st.Failed():
-			s.reportScrubFailed(ctx, o.Mgmt, id, sc, reported)
+			s.reportScrubFailed(ctx, o.Mgmt, id, sc, reported.last)
 			return
 		case <-t.C:
 		}
@@ -579,7 +579,17 @@ func (s *Server) reportScrubFailed(ctx context.Context, api *apiclient.Client, i
 	}
 }
 
-func (s *Server) followScrubOnce(ctx context.Context, api *apiclient.Client, id uint32, sc *Scrubber, reported *apiclient.DiskScrubReport) error {
+// scrubReportEvery spaces the progress reports of a running job (each is a
+// Raft commit); a change of state is reported at once.
+const scrubReportEvery = 5 * time.Second
+
+// scrubReported is the last progress report mgmt acknowledged, and when.
+type scrubReported struct {
+	last apiclient.DiskScrubReport
+	at   time.Time
+}
+
+func (s *Server) followScrubOnce(ctx context.Context, api *apiclient.Client, id uint32, sc *Scrubber, reported *scrubReported) error {
 	var want apiclient.DiskScrub
 	if _, err := api.Get(ctx, fmt.Sprintf("DiskDescribe/%d", id), nil, &want); err != nil {
 		return err
@@ -606,12 +616,13 @@ func (s *Server) followScrubOnce(ctx context.Context, api *apiclient.Client, id 
 	rep := apiclient.DiskScrubReport{Job: cur.Job, State: cur.State, Position: apiclient.ScrubPosition{Slot: int64(cur.Position.Slot), AU: int64(cur.Position.AU)},
 		ScrubbedBytes: int64(cur.ScrubbedBytes), TotalBytes: int64(cur.TotalBytes), Blocks: int64(cur.Blocks), Errors: int64(cur.Errors),
 		Repaired: int64(cur.Repaired), Unrepairable: int64(cur.Unrepairable), BW: int64(cur.BW), Error: cur.Error}
-	if rep == *reported {
+	last := reported.last
+	if rep == last || (rep.Job == last.Job && rep.State == last.State && time.Since(reported.at) < scrubReportEvery) {
 		return nil
 	}
 	if _, err := api.Post(ctx, fmt.Sprintf("DiskScrubReport/%d", id), rep, nil); err != nil {
 		return fmt.Errorf("report scrub progress: %w", err)
 	}
-	*reported = rep
+	*reported = scrubReported{last: rep, at: time.Now()}
 	return nil
 }

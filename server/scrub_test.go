@@ -367,7 +367,7 @@ func TestScrubFollowsMgmt(t *testing.T) {
 		}
 		return d
 	}
-	follow := func(sc *Scrubber, rep *apiclient.DiskScrubReport) {
+	follow := func(sc *Scrubber, rep *scrubReported) {
 		t.Helper()
 		if err := srv.followScrubOnce(ctx, api, 3, sc, rep); err != nil {
 			t.Fatal(err)
@@ -379,7 +379,7 @@ func TestScrubFollowsMgmt(t *testing.T) {
 		}
 	}
 	sc := NewScrubber(s, nil, 0, slog.New(slog.DiscardHandler))
-	var rep apiclient.DiskScrubReport
+	var rep scrubReported
 	follow(sc, &rep) // starts the job, paused
 	time.Sleep(50 * time.Millisecond)
 	follow(sc, &rep)
@@ -416,7 +416,7 @@ func TestScrubFollowsMgmt(t *testing.T) {
 	}
 	sc = NewScrubber(s, nil, 0, slog.New(slog.DiscardHandler))
 	defer sc.Stop()
-	rep = apiclient.DiskScrubReport{}
+	rep = scrubReported{}
 	deadline := time.Now().Add(20 * time.Second)
 	for describe().Scrubbing {
 		if time.Now().After(deadline) {
