@@ -623,8 +623,8 @@ Logs: %s/node*/log/. Ctrl-C (or SIGTERM) stops everything; a second run reuses t
 		e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_NBD_URI"], e["KEEL_CONFIG"], c.o.Dir) + c.iscsiInstructions()
 }
 
-// Stop stops keel_iscsi, the client, the servers, then mgmt, each with SIGTERM (SIGKILL
-// after 20 s), and returns the first unclean exit.
+// Stop stops keel_iscsi, the client, the servers, then mgmt, each with
+// SIGTERM (SIGKILL after 20 s), and returns the first unclean exit.
 func (c *Cluster) Stop() error {
 	var first error
 	for _, role := range []string{"iscsi", "client", "server", "mgmt"} {
