@@ -70,7 +70,7 @@ type StrandedSet struct {
 }
 
 // Sources assigns each (layer, set) holding the local disk to one eligible
-// peer, spreading the sets over the eligible peers of each set, and
+// peer, spreading the set indices over the eligible peers of each set, and
 // returns one source per chosen peer plus the sets left without one.
 // Objects of a namespace mgmt does not place on the disk are in no scope.
 func (m *ReplicaMap) Sources(eligible func(disk uint32, loc apiclient.DiskLocation) bool) ([]ReplicaSource, []StrandedSet) {
@@ -93,7 +93,10 @@ func (m *ReplicaMap) Sources(eligible func(disk uint32, loc apiclient.DiskLocati
 				stranded = append(stranded, StrandedSet{Layer: layer, Index: idx, Peers: peers})
 				continue
 			}
-			p := ok[(int(layer%1024)+idx)%len(ok)]
+			// By set index only: a clone's or snapshot child's objects
+			// (same table) come from the same peer as their parents, which
+			// recovery must create first.
+			p := ok[idx%len(ok)]
 			chosen[key{layer, idx}] = p
 			count[p]++
 		}
