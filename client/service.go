@@ -55,9 +55,9 @@ type Service struct {
 	// request. A ClientVolumes reply older than that still shows the
 	// disk as it was; the disk stays out until a newer reply.
 	downAt map[uint32]int64
-	vols  map[string]*attachment // by globalId
-	gen   int64
-	start int64
+	vols   map[string]*attachment // by globalId
+	gen    int64
+	start  int64
 }
 
 type attachment struct {
