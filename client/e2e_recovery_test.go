@@ -22,7 +22,8 @@ import (
 
 // TestE2ERecoveryCopiesWhatChanged: a quarter of the volume is written,
 // one server is stopped, 1 % of the volume's blocks are written while it
-// is down, and it is started again (its recovery rate limited, so that
+// is down (and a snapshot taken, and 0.25 % more written after it), and it
+// is started again (its recovery rate limited, so that
 // the task is seen making progress). Its disks come back up; keel task
 // list --wait follows the tasks to the end; the bytes recovery copied are
 // close to the bytes that changed, not the volume size; and every object
@@ -67,6 +68,28 @@ func TestE2ERecoveryCopiesWhatChanged(t *testing.T) {
 		fillRandom(r, model[b*4096:(b+1)*4096])
 		if err := nbd.WriteAt(model[b*4096:(b+1)*4096], int64(b)*4096, false); err != nil {
 			t.Fatalf("write with server %d down: %v", victim, err)
+		}
+	}
+	if err := nbd.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// A snapshot while the server is down, then more writes: the volume
+	// continues in a fresh layer whose objects have the snapshot's as
+	// parents; recovery must create them over their parents.
+	snapModel := bytes.Clone(model)
+	if _, err := api.Post(ctx, "VolumeSnapshot/"+env["KEEL_VOLUME"], map[string]any{"name": "recovery-snap"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	after := 0
+	for after < blocks/400 {
+		b := r.IntN(blocks)
+		if !changed[b] {
+			after++
+		}
+		changed[b] = true
+		fillRandom(r, model[b*4096:(b+1)*4096])
+		if err := nbd.WriteAt(model[b*4096:(b+1)*4096], int64(b)*4096, false); err != nil {
+			t.Fatalf("write after the snapshot with server %d down: %v", victim, err)
 		}
 	}
 	if err := nbd.Flush(); err != nil {
@@ -120,41 +143,60 @@ func TestE2ERecoveryCopiesWhatChanged(t *testing.T) {
 		t.Errorf("recovery copied %d bytes for %d changed bytes (ratio %.2f), want at least every changed byte and less than 3x", copied, changedBytes, ratio)
 	}
 
-	// Every object read from the recovered disks alone.
+	// Every object of the volume and of the snapshot, read from the
+	// recovered disks alone (the server reads through the parent chain).
 	layout := volumeLayout(t, ctx, api, env)
+	if len(layout.Layers) != 2 {
+		t.Fatalf("volume layers %v, want its own and the snapshot's", layout.Layers)
+	}
 	conns := map[uint32]*wire.Client{}
 	buf := make([]byte, 1<<20)
-	for i := 0; i < e2eVolumeSize/int(layout.ObjectSize); i++ {
-		set := layout.DiskSets[i%len(layout.DiskSets)]
-		var d uint32
-		for _, x := range set {
-			if int(x)/10 == victim {
-				d = x
+	for _, c := range []struct {
+		what   string
+		layers []uint64
+		model  []byte
+	}{{"volume", layout.Layers, model}, {"snapshot", layout.Layers[1:], snapModel}} {
+		for i := 0; i < e2eVolumeSize/int(layout.ObjectSize); i++ {
+			set := layout.DiskSets[i%len(layout.DiskSets)]
+			var d uint32
+			for _, x := range set {
+				if int(x)/10 == victim {
+					d = x
+				}
 			}
-		}
-		if d == 0 {
-			t.Fatalf("object %d: set %v has no disk of server %d", i, set, victim)
-		}
-		if conns[d] == nil {
-			conns[d] = dialDisk(t, ctx, env, layout.Disks, d)
-		}
-		for off := int64(0); off < layout.ObjectSize; off += int64(len(buf)) {
-			var resp wire.Response
-			err := conns[d].Do(ctx, &wire.Request{Op: wire.OpRead, Disk: d, Volume: layout.Layers[0], Index: uint32(i), Offset: uint64(off), Length: uint32(len(buf))}, &resp)
-			got := resp.Data
-			if se := (*wire.StatusError)(nil); errors.As(err, &se) && se.Status == wire.StatusNotFound {
-				clear(buf) // never written: reads as zeroes
-				got, err = buf, nil
+			if d == 0 {
+				t.Fatalf("object %d: set %v has no disk of server %d", i, set, victim)
 			}
-			if err != nil {
-				t.Fatalf("read object %d at %d from recovered disk %d: %v", i, off, d, err)
+			if conns[d] == nil {
+				conns[d] = dialDisk(t, ctx, env, layout.Disks, d)
 			}
-			pos := int64(i)*layout.ObjectSize + off
-			if !bytes.Equal(got, model[pos:pos+int64(len(buf))]) {
-				t.Fatalf("object %d at %d on recovered disk %d differs from what was written", i, off, d)
+			for off := int64(0); off < layout.ObjectSize; off += int64(len(buf)) {
+				got, err := readLayers(ctx, conns[d], d, c.layers, uint32(i), uint64(off), buf)
+				if err != nil {
+					t.Fatalf("%s object %d at %d from recovered disk %d: %v", c.what, i, off, d, err)
+				}
+				pos := int64(i)*layout.ObjectSize + off
+				if !bytes.Equal(got, c.model[pos:pos+int64(len(buf))]) {
+					t.Fatalf("%s object %d at %d on recovered disk %d differs from what was written", c.what, i, off, d)
+				}
 			}
 		}
 	}
+}
+
+// readLayers reads len(buf) bytes of object index at off from disk d over
+// the wire: from the first layer that has the object (zeroes if none).
+func readLayers(ctx context.Context, c *wire.Client, d uint32, layers []uint64, index uint32, off uint64, buf []byte) ([]byte, error) {
+	for _, l := range layers {
+		var resp wire.Response
+		err := c.Do(ctx, &wire.Request{Op: wire.OpRead, Disk: d, Volume: l, Index: index, Offset: off, Length: uint32(len(buf))}, &resp)
+		if se := (*wire.StatusError)(nil); errors.As(err, &se) && se.Status == wire.StatusNotFound {
+			continue
+		}
+		return resp.Data, err
+	}
+	clear(buf)
+	return buf, nil
 }
 
 // fillRandom fills p from r.
