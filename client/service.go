@@ -95,10 +95,12 @@ func (s *Service) DiskAccess(ctx context.Context, disk uint32) (string, DiskAcce
 	if !ok {
 		return "", DiskDown, fmt.Errorf("disk %d: not in the cluster's disk list", disk)
 	}
-	return d.Addr, accessOf(d), nil
+	return d.Addr, AccessOf(d), nil
 }
 
-func accessOf(d apiclient.DiskLocation) DiskAccess {
+// AccessOf is what mgmt's view of a disk (ClientVolumes) lets the engine
+// do with it; a frontend's DiskAccess (AccessCluster) answers with it.
+func AccessOf(d apiclient.DiskLocation) DiskAccess {
 	switch {
 	case d.Up:
 		return DiskUp
@@ -209,7 +211,7 @@ func (s *Service) sync(ctx context.Context) error {
 	// every write it does not see reaches the disk itself).
 	changed := false
 	for id, d := range disks {
-		if accessOf(d).Writable() != accessOf(old[id]).Writable() {
+		if AccessOf(d).Writable() != AccessOf(old[id]).Writable() {
 			changed = true
 			if d.Writable() {
 				for _, a := range s.vols {
