@@ -256,3 +256,67 @@ func TestE2EMgmtLeaderKilled(t *testing.T) {
 	t.Logf("%d writes in all, none failed", w.done.Load())
 	w.verify(t)
 }
+
+// TestE2EMgmtLeaderAndServerKilled: the mgmt leader and a storage server
+// are SIGKILLed together under a writer. The client must have mgmt mark
+// the server's disks down before it acknowledges writes without them, and
+// mgmt has no leader for a moment: the writes wait for the election
+// rather than fail, and every block reads back its last write.
+func TestE2EMgmtLeaderAndServerKilled(t *testing.T) {
+	cl := startDemoWith(t, demo.Options{Mgmt: 3})
+	env := cl.Env()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	leader, err := cl.Leader(ctx)
+	if err != nil || leader < 1 || leader > 3 {
+		t.Fatalf("mgmt leader: %d, %v", leader, err)
+	}
+	u, err := url.Parse(env["KEEL_NBD_URI"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := dialNBD(u.Host, env["KEEL_VOLUME"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const slots = 256
+	w := &slotWriter{conn: conn, slots: slots, stride: e2eVolumeSize / slots, last: make([]int, slots),
+		stop: make(chan struct{}), stopped: make(chan error, 1)}
+	for i := range w.last {
+		w.last[i] = -1
+	}
+	go w.run()
+	waitWrites := func(n int64, what string) {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for w.done.Load() < n {
+			select {
+			case err := <-w.stopped:
+				t.Fatalf("writer failed %s: %v", what, err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("writer stalled %s: %d writes, want %d", what, w.done.Load(), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitWrites(slots, "before the kills")
+	victim := leader%3 + 1 // a server on another node than the mgmt leader
+	if err := cl.Kill("mgmt", leader); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Kill("server", victim); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	t.Logf("SIGKILLed the mgmt leader (node %d) and the server of node %d after %d writes", leader, victim, w.done.Load())
+	waitWrites(w.done.Load()+2*slots, "after the kills")
+	t.Logf("%d more writes over every object within %v of the kills", 2*slots, time.Since(killed).Round(time.Millisecond))
+	close(w.stop)
+	if err := <-w.stopped; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	w.verify(t)
+}

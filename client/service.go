@@ -110,8 +110,15 @@ func AccessOf(d apiclient.DiskLocation) DiskAccess {
 	return DiskDown
 }
 
+// markDownPatience is how long MarkDiskDown keeps asking while mgmt
+// cannot commit (no leader during an election, no node reachable).
+const markDownPatience = 30 * time.Second
+
 // MarkDiskDown implements Cluster: mgmt commits the disk down, then the
-// client stops using it.
+// client stops using it. Transient failures are retried for up to
+// markDownPatience, so a disk that fails while mgmt elects a leader delays
+// the writes that need it instead of failing them (marking a disk down
+// twice is harmless).
 func (s *Service) MarkDiskDown(ctx context.Context, disk uint32, reason string) error {
 	s.mu.Lock()
 	gen := s.gen
@@ -120,8 +127,22 @@ func (s *Service) MarkDiskDown(ctx context.Context, disk uint32, reason string) 
 	var info struct {
 		Generation int64 `json:"generation"`
 	}
-	if _, err := s.o.API.Post(ctx, "DiskMarkDown/"+strconv.FormatUint(uint64(disk), 10), map[string]any{"generation": gen}, &info); err != nil {
-		return err
+	deadline := time.Now().Add(markDownPatience)
+	for {
+		_, err := s.o.API.Post(ctx, "DiskMarkDown/"+strconv.FormatUint(uint64(disk), 10), map[string]any{"generation": gen}, &info)
+		if err == nil {
+			break
+		}
+		var ae *apiclient.APIError
+		transient := errors.Is(err, apiclient.ErrUnreachable) || errors.As(err, &ae) && ae.Transient
+		if !transient || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	s.mu.Lock()
 	d := s.disks[disk]
