@@ -13,7 +13,7 @@ import (
 // RecoveryStats says what a recovery compared and copied.
 type RecoveryStats struct {
 	Objects        int    `json:"objects"`         // objects on the up replica
-	ObjectsChanged int    `json:"objects_changed"` // whose version differed
+	ObjectsChanged int    `json:"objects_changed"` // whose object version differed
 	Created        int    `json:"created"`
 	Deleted        int    `json:"deleted"`
 	BlocksCopied   uint64 `json:"blocks_copied"` // data blocks fetched
@@ -85,9 +85,10 @@ func Recover(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint
 // landing meanwhile wins. A block (or object) newer here than on the
 // replica may be a client write still on its way to the replica, or an
 // un-acknowledged write from before the disk went down: it is compared
-// again after o.Settle and replaced only if neither side changed. Objects
-// with equal versions cost nothing. It is idempotent: after a crash, run
-// it again.
+// again after o.Settle and replaced only if neither side changed. Every
+// object in scope costs its block metadata (9 bytes per 4 KiB block, 0.2 %
+// of its size), equal object versions or not. It is idempotent: after a
+// crash, run it again.
 func RecoverWith(ctx context.Context, local *Store, peer *wire.Client, peerDisk uint32, o RecoverOptions) (RecoveryStats, error) {
 	if o.Scope == nil {
 		o.Scope = func(ObjectID) bool { return true }
@@ -117,8 +118,15 @@ func RecoverWith(ctx context.Context, local *Store, peer *wire.Client, peerDisk 
 	deferred := map[ObjectID]map[int]blockMeta{}
 	done := 0
 	for id, e := range want {
-		if _, stale := staleObjs[id]; !stale && have[id].Version != e.Version {
-			r.st.ObjectsChanged++
+		// Every object is compared block by block, equal versions or not:
+		// an object's version is the highest write it got, which does not
+		// say it got every earlier one (a write lost on its way here
+		// before the client had the disk marked down, or missed while
+		// down and followed by a write during the recovery).
+		if _, stale := staleObjs[id]; !stale {
+			if have[id].Version != e.Version {
+				r.st.ObjectsChanged++
+			}
 			later, err := r.recoverObject(ctx, id, nil)
 			if err != nil {
 				return r.st, err

@@ -244,3 +244,36 @@ func TestRecoveryCompareAndSet(t *testing.T) {
 		t.Errorf("stale blocks replaced %d (want 1), kept %d (want 1); stale object still here %v, deleted %d", st.BlocksStale, st.BlocksKept, down.hasObject(gone), st.Deleted)
 	}
 }
+
+// Equal object versions do not mean equal objects: a disk that missed a
+// write and then got a later one has the replica's object version, and
+// recovery still finds and copies the missed block.
+func TestRecoveryEqualVersionsStillCompared(t *testing.T) {
+	up, _ := mustNewFileStore(t, 4)
+	down, _ := mustNewFileStore(t, 4)
+	id := ObjectID{3, 0}
+	for _, s := range []*Store{up, down} {
+		if err := s.CreateObject(id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missed, later := make([]byte, BlockSize), make([]byte, BlockSize)
+	pattern(5, missed)
+	pattern(6, later)
+	if err := up.Write(id, 0, missed, 5); err != nil { // lost on its way to down
+		t.Fatal(err)
+	}
+	for _, s := range []*Store{up, down} {
+		if err := s.Write(id, BlockSize, later, 6); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := Recover(context.Background(), down, serveStore(t, up), up.sb.DiskID, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, BlockSize)
+	if err := down.Read(id, 0, got); err != nil || !bytes.Equal(got, missed) || st.BlocksCopied != 1 {
+		t.Fatalf("missed block after recovery: equal %v, err %v, stats %+v", bytes.Equal(got, missed), err, st)
+	}
+}
