@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -375,7 +376,9 @@ func (c *Controller) initiator(name string) (apiclient.ISCSIInitiator, bool) {
 		return apiclient.ISCSIInitiator{}, false
 	}
 	for _, in := range cfg.Initiators {
-		if in.Name == name {
+		// iSCSI names compare case-insensitively (RFC 3722 folds
+		// them to lower case); the configuration holds them folded.
+		if strings.EqualFold(in.Name, name) {
 			return in, true
 		}
 	}
