@@ -57,6 +57,10 @@ func Open(l Layout, o Options) (*Volume, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
+	if _, ok := o.Cluster.(AccessCluster); !ok && !l.ReadOnly {
+		// Its writes skip recovering disks, which recovery then misses.
+		o.Log.Warn("this frontend does not send writes to recovering disks (its Cluster is no AccessCluster): a disk recovering while it writes may miss those writes", "volume", l.Name)
+	}
 	return &Volume{log: o.Log.With("volume", l.Name), layout: l, cluster: o.Cluster, pool: o.Pool,
 		timeout: o.Timeout, limit: newLimiter(l.IOPS, l.BW),
 		down: map[uint32]bool{}, dirty: map[uint32]struct{}{}}, nil
