@@ -100,6 +100,12 @@ func (h *reclaimHarness) reassign(desc map[string]any) {
 func (h *reclaimHarness) open(name string) *nbdConn {
 	h.t.Helper()
 	h.reassign(map[string]any{"volume": name, "rw": []int{1}})
+	return h.dial(name)
+}
+
+// dial opens the export of volume name, attached to client 1.
+func (h *reclaimHarness) dial(name string) *nbdConn {
+	h.t.Helper()
 	u, err := url.Parse(h.cl.Env()["KEEL_NBD_URI"])
 	if err != nil {
 		h.t.Fatal(err)
@@ -117,14 +123,14 @@ func (h *reclaimHarness) open(name string) *nbdConn {
 
 const reclaimRegion = 256 << 20
 
-// write fills reclaimRegion bytes at off and flushes.
-func (h *reclaimHarness) write(conn *nbdConn, off int64) {
+// write fills n bytes at off and flushes.
+func (h *reclaimHarness) write(conn *nbdConn, off, n int64) {
 	h.t.Helper()
 	b := make([]byte, 4<<20)
 	for i := range b {
 		b[i] = byte(i%253) + 1
 	}
-	for o := off; o < off+reclaimRegion; o += int64(len(b)) {
+	for o := off; o < off+n; o += int64(len(b)) {
 		if err := conn.WriteAt(b, o, false); err != nil {
 			h.t.Fatalf("write at %d: %v", o, err)
 		}
@@ -149,9 +155,9 @@ func TestE2ESpaceReclaim(t *testing.T) {
 	h.post("VolumeCreate", map[string]any{"name": "gc-vol", "size": e2eVolumeSize, "template": "demo-r3"})
 	conn := h.open("gc-vol")
 	const copies = 3 * reclaimRegion // replication 3
-	h.write(conn, 0)
+	h.write(conn, 0, reclaimRegion)
 	h.post("VolumeSnapshot/gc-vol", map[string]any{"name": "gc-snap"})
-	h.write(conn, 512<<20)
+	h.write(conn, 512<<20, reclaimRegion)
 	conn.Close()
 	h.reassign(map[string]any{"volume": "gc-vol", "detach": []int{1}})
 	h.waitUsed("after writing 2 x 256 MiB", nil, 2*copies, 2*copies)
@@ -180,9 +186,11 @@ func TestE2ESpaceReclaim(t *testing.T) {
 }
 
 // TestE2ESpaceReclaimDiskDown: a volume is deleted while one server is
-// down. The other disks free its space at once; the down server's disks
-// keep their layers pending (LayersToDelete) and free the space once the
-// server is back, while they are recovering or after.
+// down, and another volume is written meanwhile. The other disks free the
+// deleted volume's space at once; the down server's disks keep its layers
+// pending (LayersToDelete) and free the space once the server is back;
+// recovery then brings them up with what they missed of the other volume
+// and nothing of the deleted one.
 func TestE2ESpaceReclaimDiskDown(t *testing.T) {
 	cl := startDemoWith(t, demo.Options{DiskSize: 2 << 30})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -191,7 +199,7 @@ func TestE2ESpaceReclaimDiskDown(t *testing.T) {
 
 	h.post("VolumeCreate", map[string]any{"name": "gc-vol", "size": e2eVolumeSize, "template": "demo-r3"})
 	conn := h.open("gc-vol")
-	h.write(conn, 0)
+	h.write(conn, 0, reclaimRegion)
 	conn.Close()
 	h.reassign(map[string]any{"volume": "gc-vol", "detach": []int{1}})
 	// Replication 3 on three servers: each server holds one copy.
@@ -205,6 +213,13 @@ func TestE2ESpaceReclaimDiskDown(t *testing.T) {
 	}
 	h.post("VolumeDelete/gc-vol", nil)
 	h.waitUsed("other servers' disks after deleting the volume", others, 0, 0)
+	// The demo volume (attached to client 1) gets 64 MiB meanwhile: the
+	// client has mgmt mark the silent disks down and writes two copies.
+	const missed = 64 << 20
+	dc := h.dial(h.cl.Env()["KEEL_VOLUME"])
+	h.write(dc, 0, missed)
+	dc.Close()
+	h.waitUsed("other servers' disks after writing the demo volume", others, 2*missed, 2*missed)
 	pending := func() int {
 		var todo apiclient.LayersToDelete
 		if _, err := cl.API().Get(ctx, fmt.Sprintf("LayersToDelete/%d", victim), nil, &todo); err != nil {
@@ -224,10 +239,20 @@ func TestE2ESpaceReclaimDiskDown(t *testing.T) {
 	if _, err := cl.Restart("server", victim); err != nil {
 		t.Fatal(err)
 	}
-	h.waitUsed("the returned server's disks", onVictim, 0, 0)
 	for deadline := time.Now().Add(30 * time.Second); pending() > 0; time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("layers still pending for server %d after it deleted them", victim)
+			t.Fatalf("layers still pending for server %d after it came back", victim)
 		}
 	}
+	// Recovered: up again, holding its copy of what the demo volume got.
+	for deadline := time.Now().Add(120 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		st := disks(t, ctx, cl)
+		if st[victim*10+1] == "up" && st[victim*10+2] == "up" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("disks of the returned server: %v, want both up after recovery", st)
+		}
+	}
+	h.waitUsed("the returned server's disks after recovery", onVictim, missed, missed)
 }
