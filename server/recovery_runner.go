@@ -12,6 +12,10 @@ import (
 	"keel/wire"
 )
 
+// errWaitPeer: a set has no up peer, and another of its disks holds newer
+// data than this one; recovery waits for that disk to come up.
+var errWaitPeer = errors.New("waiting for a peer with newer data")
+
 // DefaultRecoverySettle is RecoverOptions.Settle when Options has none
 // (server.recovery_settle): well above the clients' io_timeout (10 s).
 const DefaultRecoverySettle = 30 * time.Second
@@ -66,8 +70,17 @@ func (s *Server) followRecovery(ctx context.Context, o Options, id uint32, st *S
 			}
 			continue
 		}
+		err := s.recoverDisk(ctx, o, st, &dr, log)
+		if errors.Is(err, errWaitPeer) {
+			// Not a failure: poll again without backing off.
+			if msg := err.Error(); msg != lastWait {
+				log.Info("recovery waits: no disk of a set is up, and another one of it left the up state after this one", "detail", msg)
+				lastWait = msg
+			}
+			continue
+		}
 		lastWait = ""
-		if err := s.recoverDisk(ctx, o, st, &dr, log); err != nil {
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -89,8 +102,8 @@ func (s *Server) recoverDisk(ctx context.Context, o Options, st *Store, dr *apic
 		for _, p := range set.Peers {
 			loc := m.Location(p)
 			if (loc.State == "down" || loc.State == "recovering") && loc.GenerationLeft > dr.GenerationLeft {
-				return fmt.Errorf("layer %d set %d: no peer is up, and disk %d (%s) left after this one (generation %d > %d): waiting for it to come back",
-					set.Layer, set.Index, p, loc.State, loc.GenerationLeft, dr.GenerationLeft)
+				return fmt.Errorf("%w: disk %d (%s), which left the up state after this one (generation %d > %d); no other disk of layer %d set %d is up",
+					errWaitPeer, p, loc.State, loc.GenerationLeft, dr.GenerationLeft, set.Layer, set.Index)
 			}
 		}
 	}
