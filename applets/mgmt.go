@@ -64,6 +64,7 @@ func (c *MgmtCLI) Run(env *Env) error {
 		TrailingLogs:      uint64(m.TrailingLogs),
 		SnapshotInterval:  time.Duration(m.SnapshotInterval),
 		ServiceTimeout:    time.Duration(m.ServiceTimeout),
+		ClientWriteGrace:  time.Duration(m.ClientWriteGrace),
 		ReuseImplicit:     m.ReuseServer,
 		Log:               env.Log,
 	})

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"time"
 
 	"keel/mgmt/apiclient"
 )
@@ -223,10 +222,10 @@ func (s *Service) waitSnapshotSwitch(ctx context.Context, ref string, gen int64)
 	}
 	c := out.(int)
 	s.mu.Lock()
-	hb, ok := s.seen[fmt.Sprintf("client/%d", c)]
+	_, writing := s.clientMayWrite(c)
 	s.mu.Unlock()
-	if !ok || time.Since(hb.at) > s.cfg.ServiceTimeout {
-		return nil // the client is not running: nothing is in flight
+	if !writing {
+		return nil // the client stopped writing: nothing is in flight
 	}
 	body, _ := json.Marshal(ReassignWaitDesc{Reassign: []ReassignDesc{{RW: []int{c}}}, AttachTimeout: ptr(30)})
 	return s.waitClients(ctx, body, gen)

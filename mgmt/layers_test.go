@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"keel/mgmt/apiclient"
 )
@@ -18,6 +19,28 @@ func clientVolumes(t *testing.T, c *apiclient.Client, client int) apiclient.Clie
 	return cv
 }
 
+// runClient stands in for client id's sync loop until the test ends: it
+// fetches its attachments and heartbeats the generation it got, as a
+// client that applied it does.
+func runClient(t *testing.T, c *apiclient.Client, id int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			var cv apiclient.ClientVolumes
+			if _, err := c.Get(ctx, "ClientVolumes/"+strconv.Itoa(id), nil, &cv); err == nil {
+				c.Post(ctx, "ServiceHeartbeat", map[string]any{"type": "client", "id": id, "nodeId": id, "generation": cv.Generation}, nil)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+}
+
 // A snapshot takes over the volume's layer and the volume continues in a
 // fresh one over it; a revert gives the volume a fresh layer again; the
 // client sees the chain, its token and where the disks are.
@@ -27,6 +50,8 @@ func TestLayersAndClientVolumes(t *testing.T) {
 	mustPost(t, c, "VolumeTemplateCreate", map[string]any{"name": "r3", "replication": 3}, nil)
 	mustPost(t, c, "VolumeCreate", map[string]any{"name": "v", "size": 1 << 30, "template": "r3"}, nil)
 	mustPost(t, c, "VolumesReassign", []map[string]any{{"volume": "v", "rw": []int{7}}}, nil)
+	// Client 7 runs (a snapshot of its volume waits until it switched).
+	runClient(t, c, 7)
 	cv := clientVolumes(t, c, 7)
 	if len(cv.Volumes) != 1 {
 		t.Fatalf("ClientVolumes: %+v", cv)

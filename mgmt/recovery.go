@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"time"
 
 	"keel/mgmt/apiclient"
 )
@@ -230,15 +229,10 @@ func (s *Service) diskReplicas(arg string) (any, error) {
 		return r, nil
 	}
 	s.mu.Lock()
-	// A new leader has not heard every client yet: until one timeout has
-	// passed, a client it has not seen may be running.
-	grace := time.Since(s.leaderSince) < s.cfg.ServiceTimeout
 	for _, c := range res.clients {
-		hb, ok := s.seen[fmt.Sprintf("client/%d", c)]
-		// A client that is not running has nothing in flight, and fetches
-		// the disk list anew when it starts.
-		running := ok && time.Since(hb.at) <= s.cfg.ServiceTimeout
-		if (running && hb.generation < r.RecoveryFrom) || (!ok && grace) {
+		// A client that stopped writing has nothing in flight, and fetches
+		// the disk list anew before it writes again.
+		if hb, writing := s.clientMayWrite(c); writing && hb.generation < r.RecoveryFrom {
 			r.WaitingClients = append(r.WaitingClients, c)
 		}
 	}

@@ -144,3 +144,47 @@ func TestRecoveryEndsWhenServerDown(t *testing.T) {
 		t.Fatalf("TasksList after the server went down: %+v %v", tasks, err)
 	}
 }
+
+// A client that stopped heartbeating may be cut off from mgmt and still
+// writing under its old disk set: recovery waits for it until its write
+// grace (here the default, three service timeouts) has passed since its
+// last heartbeat, not only until it is marked down.
+func TestRecoveryWaitsOutSilentClient(t *testing.T) {
+	_, c := mustNewServiceTimeout(t, time.Second)
+	ctx := context.Background()
+	for _, s := range []int{1, 2, 3} {
+		mustPost(t, c, "ServiceHeartbeat", map[string]any{"type": "server", "id": s, "nodeId": s, "version": "t", "startTime": 1, "addr": "127.0.0.1:1"}, nil)
+	}
+	addDisks(t, c, 1, 2, 3)
+	mustPost(t, c, "VolumeTemplateCreate", map[string]any{"name": "r3", "replication": 3}, nil)
+	mustPost(t, c, "VolumeCreate", map[string]any{"name": "vm1", "size": 1 << 30, "template": "r3"}, nil)
+	mustPost(t, c, "VolumesReassign", []map[string]any{{"volume": "vm1", "rw": []int{7}}}, nil)
+	mustPost(t, c, "ServiceHeartbeat", map[string]any{"type": "client", "id": 7, "nodeId": 7, "generation": 1}, nil)
+	silentSince := time.Now()
+	mustPost(t, c, "DiskMarkDown/100", map[string]any{"generation": 1}, nil)
+	mustPost(t, c, "DiskRegister", map[string]any{"id": 100, "serverId": 1, "size": 1 << 40, "freeBytes": 1 << 39}, nil)
+	for {
+		// The servers keep heartbeating; the client does not.
+		for _, s := range []int{1, 2, 3} {
+			mustPost(t, c, "ServiceHeartbeat", map[string]any{"type": "server", "id": s, "nodeId": s, "version": "t", "startTime": 1, "addr": "127.0.0.1:1"}, nil)
+		}
+		var dr apiclient.DiskReplicas
+		if _, err := c.Get(ctx, "DiskReplicas/100", nil, &dr); err != nil {
+			t.Fatal(err)
+		}
+		silent := time.Since(silentSince)
+		if dr.ClientsReady {
+			if silent < 3*time.Second {
+				t.Fatalf("recovery may start %s after the client's last heartbeat, inside its write grace of 3s", silent.Round(time.Millisecond))
+			}
+			break
+		}
+		if !slices.Equal(dr.WaitingClients, []int{7}) {
+			t.Fatalf("waiting clients %v, want [7]", dr.WaitingClients)
+		}
+		if silent > 10*time.Second {
+			t.Fatalf("recovery still waits for a client silent for %s", silent.Round(time.Millisecond))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -40,8 +40,11 @@ type ServiceConfig struct {
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
 	ServiceTimeout    time.Duration
-	ReuseImplicit     bool
-	Log               *slog.Logger
+	// ClientWriteGrace: how long after its last heartbeat a client may
+	// still be writing (its mgmt lease plus its I/O timeout, and margin).
+	ClientWriteGrace time.Duration
+	ReuseImplicit    bool
+	Log              *slog.Logger
 }
 
 // Service is one mgmt member: Raft, the store and the API.
@@ -73,6 +76,22 @@ type heartbeat struct {
 	open       []string // clients: volumes with open exports
 }
 
+// clientMayWrite reports whether client c may still have writes in flight
+// under the disk sets and layers it last knew, and its last heartbeat. A
+// client that stopped heartbeating may be cut off from mgmt and still
+// reach the servers; it stops writing once its mgmt lease runs out
+// (client.mgmt_lease) and its last requests end within its I/O timeout, so
+// it is taken as stopped only ClientWriteGrace after its last heartbeat.
+// A new leader has not heard every client yet: one it has not heard of
+// counts as writing until it has led for ClientWriteGrace. s.mu is held.
+func (s *Service) clientMayWrite(c int) (heartbeat, bool) {
+	hb, ok := s.seen[fmt.Sprintf("client/%d", c)]
+	if !ok {
+		return hb, time.Since(s.leaderSince) < s.cfg.ClientWriteGrace
+	}
+	return hb, time.Since(hb.at) <= s.cfg.ClientWriteGrace
+}
+
 // ReadSecret reads a hex cluster secret file.
 func ReadSecret(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
@@ -95,6 +114,9 @@ func StartService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		return nil, fmt.Errorf("mgmt: %w", err)
 	}
 	cleanTemp(cfg.Dir)
+	if cfg.ClientWriteGrace <= 0 {
+		cfg.ClientWriteGrace = 3 * cfg.ServiceTimeout // the defaults' ratio
+	}
 	s := &Service{cfg: cfg, log: cfg.Log, seen: map[string]heartbeat{}, fwd: &http.Client{Timeout: 30 * time.Second}, started: time.Now()}
 	var err error
 	if s.store, err = OpenStore(ctx, filepath.Join(cfg.Dir, "store.db")); err != nil {

@@ -14,5 +14,6 @@ type MgmtConfig struct {
 	SnapshotInterval  Duration `toml:"snapshot_interval" min:"1s" help:"how often Raft checks whether a snapshot is due"`
 	HeartbeatInterval Duration `toml:"heartbeat_interval" min:"100ms" help:"how often services send ServiceHeartbeat"`
 	ServiceTimeout    Duration `toml:"service_timeout" min:"1s" help:"a service not heard from for this long is down (a server's disks are then marked down)"`
+	ClientWriteGrace  Duration `toml:"client_write_grace" min:"1s" help:"how long after a client's last heartbeat mgmt takes it to have stopped writing: a recovery or a snapshot that waits for a client it no longer hears waits this long; must exceed client.mgmt_lease + client.io_timeout"`
 	ReuseServer       bool     `toml:"reuse_server_implicit" help:"allow two replicas on one server when a server is down and there are too few otherwise (volumes are flagged)"`
 }
