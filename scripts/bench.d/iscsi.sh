@@ -18,7 +18,8 @@ work=$(mktemp -d /var/tmp/keel-bench-iscsi.XXXXXX)
 pids=()
 demo_pid=
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	# tgtd ignores SIGTERM while it has targets: both peers are disposable.
+	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	[ -n "$demo_pid" ] && kill -TERM "$demo_pid" 2>/dev/null && wait "$demo_pid" 2>/dev/null || true
 	rm -rf "$work"
