@@ -53,6 +53,9 @@ type Controller struct {
 	start  int64
 	ctx    context.Context
 	report []byte // last report sent
+	// incarnation (Unix nanoseconds of Run's start) tells mgmt this is a
+	// new process, which gets new fencing tokens for its volumes.
+	incarnation int64
 
 	mu     sync.Mutex
 	disks  map[uint32]apiclient.DiskLocation
@@ -126,6 +129,7 @@ func (c *Controller) MarkDiskDown(ctx context.Context, disk uint32, reason strin
 // volume.
 func (c *Controller) Run(ctx context.Context) error {
 	c.ctx = ctx
+	c.incarnation = time.Now().UnixNano()
 	defer c.shutdown()
 	ready := false
 	t := time.NewTicker(c.o.Poll)
@@ -153,6 +157,14 @@ func (c *Controller) sync(ctx context.Context) error {
 		return err
 	}
 	c.cfg.Store(&cfg.ISCSI)
+	if c.report == nil {
+		// The first report of this process raises the tokens of its
+		// volumes (see apiclient.ISCSIControllerReport.StartTime): send
+		// it before reading them.
+		if err := c.sendReport(ctx); err != nil {
+			return err
+		}
+	}
 	var cv apiclient.ClientVolumes
 	if _, err := c.o.API.Get(ctx, "ClientVolumes/"+strconv.Itoa(c.ClientID()), nil, &cv); err != nil {
 		return err
@@ -566,7 +578,7 @@ func (c *Controller) interfaces() []apiclient.ISCSIInterfaceInfo {
 
 // sendReport tells mgmt the live sessions and interfaces when they changed.
 func (c *Controller) sendReport(ctx context.Context) error {
-	r := apiclient.ISCSIControllerReport{ControllerID: c.o.ID, Sessions: c.Sessions(), Interfaces: c.interfaces()}
+	r := apiclient.ISCSIControllerReport{ControllerID: c.o.ID, StartTime: c.incarnation, Sessions: c.Sessions(), Interfaces: c.interfaces()}
 	b, _ := json.Marshal(r)
 	if string(b) == string(c.report) {
 		return nil

@@ -88,26 +88,35 @@ func cmd(name string, arg map[string]any) map[string]any { return map[string]any
 // status (class<<8 | detail; 0 is success).
 func rawLogin(t *testing.T, local, portal, initiator, target string) (net.Conn, uint16) {
 	t.Helper()
+	nc, status, err := tryLogin(local, portal, initiator, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, status
+}
+
+func tryLogin(local, portal, initiator, target string) (net.Conn, uint16, error) {
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
 	nc, err := d.Dial("tcp", portal)
 	if err != nil {
-		t.Fatalf("dial %s from %s: %v", portal, local, err)
+		return nil, 0, fmt.Errorf("dial %s from %s: %w", portal, local, err)
 	}
 	login := newPDU(opLoginReq|flagImmediate, 0x80|stageOperational<<2|stageFull, 1)
 	login.BHS[8] = 0x80 // ISID type random
 	rand.Read(login.BHS[9:14])
 	login.Data = appendText(appendText(nil, "InitiatorName", initiator), "TargetName", target)
 	if _, err := nc.Write(login.appendTo(nil, false, false)); err != nil {
-		t.Fatal(err)
+		nc.Close()
+		return nil, 0, err
 	}
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, err := ReadPDU(nc, false, false, 1<<20)
 	if err != nil {
 		nc.Close()
-		t.Fatalf("login response: %v", err)
+		return nil, 0, fmt.Errorf("login response: %w", err)
 	}
 	nc.SetReadDeadline(time.Time{})
-	return nc, binary.BigEndian.Uint16(resp.BHS[36:])
+	return nc, binary.BigEndian.Uint16(resp.BHS[36:]), nil
 }
 
 // scsiCommand sends a read-direction command (cdb, expecting up to n
@@ -151,12 +160,20 @@ func scsiCommand(nc net.Conn, cmdSN uint32, cdb []byte, n int) (status byte, dat
 // scsiWrite sends WRITE(10) of data (whole 4 KiB blocks) at lba as
 // immediate data and returns the status and sense.
 func scsiWrite(nc net.Conn, cmdSN uint32, lba uint32, data []byte) (byte, []byte, error) {
+	cdb := make([]byte, 10)
+	cdb[0] = 0x2a
+	binary.BigEndian.PutUint32(cdb[2:], lba)
+	binary.BigEndian.PutUint16(cdb[7:], uint16(len(data)/4096))
+	return scsiOut(nc, cmdSN, cdb, data)
+}
+
+// scsiOut sends a write-direction command with its data as immediate data
+// and returns the status and sense.
+func scsiOut(nc net.Conn, cmdSN uint32, cdb, data []byte) (byte, []byte, error) {
 	c := newPDU(opSCSICmd, 0x80|0x20, cmdSN+100)
 	c.setU32(20, uint32(len(data)))
 	c.setU32(24, cmdSN)
-	c.BHS[32] = 0x2a
-	binary.BigEndian.PutUint32(c.BHS[34:], lba)
-	binary.BigEndian.PutUint16(c.BHS[39:], uint16(len(data)/4096))
+	copy(c.BHS[32:48], cdb)
 	c.Data = data
 	if _, err := nc.Write(c.appendTo(nil, false, false)); err != nil {
 		return 0, nil, err
@@ -211,6 +228,10 @@ func TestVolumeTarget(t *testing.T) {
 	url, portal, target := env["KEEL_ISCSI_URL"], env["KEEL_ISCSI_PORTAL"], env["KEEL_ISCSI_TARGET"]
 	if url != fmt.Sprintf("iscsi://%s/%s/0", portal, target) || env["KEEL_ISCSI_PIDS"] == "" {
 		t.Fatalf("demo.env: KEEL_ISCSI_URL %q, portal %q, target %q, pids %q", url, portal, target, env["KEEL_ISCSI_PIDS"])
+	}
+	iscsiPID, err := strconv.Atoi(env["KEEL_ISCSI_PIDS"])
+	if err != nil {
+		t.Fatalf("KEEL_ISCSI_PIDS %q: %v", env["KEEL_ISCSI_PIDS"], err)
 	}
 	b, err := os.ReadFile(filepath.Join(env["KEEL_DEMO_DIR"], "demo.env"))
 	if err != nil || !strings.Contains(string(b), "KEEL_ISCSI_URL=\""+url+"\"") {
@@ -409,6 +430,60 @@ func TestVolumeTarget(t *testing.T) {
 		}
 	})
 
+	t.Run("persistent reservations survive a controller restart", func(t *testing.T) {
+		ini := demo.ISCSIInitiators[0]
+		nc, status := rawLogin(t, "127.0.0.1", portal, ini, target)
+		if status != loginSuccess {
+			t.Fatalf("login: status 0x%04x", status)
+		}
+		param := make([]byte, 24)
+		binary.BigEndian.PutUint64(param[8:], 0x6b65656c)    // service action key
+		prOut := []byte{0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0} // PERSISTENT RESERVE OUT, REGISTER
+		if st, sense, err := scsiOut(nc, 0, prOut, param); err != nil || st != 0 {
+			t.Fatalf("PR OUT REGISTER: status %d sense % x %v", st, sense, err)
+		}
+		nc.Close()
+		if err := cl.Kill("iscsi", 1); err != nil {
+			t.Fatal(err)
+		}
+		pid, err := cl.Restart("iscsi", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iscsiPID = pid
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			nc, status, err = tryLogin("127.0.0.1", portal, ini, target)
+			if err == nil && status == loginSuccess {
+				break
+			}
+			if nc != nil {
+				nc.Close()
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no login after the controller restarted: status 0x%04x %v", status, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		defer nc.Close()
+		prIn := []byte{0x5e, 0x00, 0, 0, 0, 0, 0, 0, 64, 0} // PERSISTENT RESERVE IN, READ KEYS
+		st, data, _, err := scsiCommand(nc, 0, prIn, 64)
+		if err != nil || st != 0 || len(data) < 16 || binary.BigEndian.Uint32(data[4:]) != 8 || binary.BigEndian.Uint64(data[8:]) != 0x6b65656c {
+			t.Fatalf("READ KEYS after the restart: status %d data % x %v, want the key registered before", st, data, err)
+		}
+		// The new process's writes must win over the old one's (block 0
+		// was written before the restart by the qemu-img round trip): it
+		// runs under a new fencing token, so its versions rank higher.
+		w := bytes.Repeat([]byte{0x5a}, 4096)
+		if st, sense, err := scsiWrite(nc, 1, 0, w); err != nil || st != 0 {
+			t.Fatalf("WRITE after the restart: status %d sense % x %v", st, sense, err)
+		}
+		read10 := []byte{0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0}
+		if st, data, _, err := scsiCommand(nc, 2, read10, 4096); err != nil || st != 0 || !bytes.Equal(data, w) {
+			t.Fatalf("READ after a WRITE after the restart: status %d, %v, the write was lost: %v", st, err, !bytes.Equal(data, w))
+		}
+	})
+
 	// Last: it takes the volume away from the controller.
 	t.Run("fenced by a forced attach elsewhere", func(t *testing.T) {
 		qio := testbin.NeedTool(t, "qemu-io")
@@ -425,10 +500,7 @@ func TestVolumeTarget(t *testing.T) {
 		// The controller is frozen (as if partitioned) while the NBD
 		// client (node 1) takes the volume by force and writes to the
 		// same object, so its servers know the new fencing token.
-		pid, err := strconv.Atoi(env["KEEL_ISCSI_PIDS"])
-		if err != nil {
-			t.Fatal(err)
-		}
+		pid := iscsiPID
 		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
