@@ -7,9 +7,9 @@ import (
 	"syscall"
 )
 
-// Backend is the block device a logical unit serves. The volume I/O engine
-// implements it for keel volumes; FileBackend implements it on a plain
-// file. Offsets and lengths are in bytes and always multiples of
+// Backend is the block device a logical unit serves. iscsi.VolumeBackend
+// implements it for keel volumes over the volume I/O engine; FileBackend
+// implements it on a plain file. Offsets and lengths are in bytes and always multiples of
 // BlockSize; the logical unit checks ranges before calling.
 type Backend interface {
 	// BlockSize is the logical block size in bytes (512 or 4096).

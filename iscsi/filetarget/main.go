@@ -1,8 +1,7 @@
 // Command filetarget serves one plain file as LUN 0 of an iSCSI target on
 // a loopback port. It is the test backend of keel's iSCSI target, used by
-// scripts/bench.d/iscsi.sh and for manual runs of libiscsi's tools; it
-// does not serve keel volumes (keel_iscsi does, once the volume I/O
-// engine exists).
+// scripts/bench.d/iscsi.sh and for manual runs of libiscsi's tools; keel
+// volumes are served by keel_iscsi (iscsi.Controller).
 //
 //	go run ./iscsi/filetarget -file /tmp/lun.img -listen 127.0.0.1:3260
 package main
