@@ -60,7 +60,7 @@ func (c *ClientApplet) Run(env *Env) error {
 		ClientID: uint32(cfg.Node.ID), Name: cfg.Node.DisplayName(), Version: node.Version,
 		API: api, Secret: secret,
 		RunDir: cfg.Node.RunDir, DevDir: cfg.Client.DevDir, TCPListen: cfg.Client.NBDListen,
-		Poll: time.Duration(cfg.Client.PollInterval), Timeout: time.Duration(cfg.Client.IOTimeout),
+		Poll: time.Duration(cfg.Client.PollInterval), Timeout: time.Duration(cfg.Client.IOTimeout), Lease: time.Duration(cfg.Client.MgmtLease),
 		Conns: cfg.Client.Connections, Log: env.Log,
 		Ready: func() {
 			node.NotifyReady(env.Log)

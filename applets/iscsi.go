@@ -80,7 +80,7 @@ func (a *ISCSIApplet) Run(env *Env) error {
 	}
 	ctl := iscsi.NewController(iscsi.ControllerOptions{
 		ID: cfg.Node.ID, Name: cfg.Node.DisplayName(), Version: node.Version, API: api, Secret: secret,
-		Poll: a.Poll, Timeout: time.Duration(cfg.Client.IOTimeout), Conns: cfg.Client.Connections,
+		Poll: a.Poll, Timeout: time.Duration(cfg.Client.IOTimeout), Lease: time.Duration(cfg.Client.MgmtLease), Conns: cfg.Client.Connections,
 		State: st.DB, Log: env.Log,
 		Ready: func() {
 			node.NotifyReady(env.Log)

@@ -39,6 +39,9 @@ type testCluster struct {
 	recovering map[uint32]bool // write-only disks
 	refuseDown bool
 	downCalls  []uint32
+	// lease, when set, holds the write lease (a real DiskView's); nil:
+	// always held.
+	lease *DiskView
 }
 
 const testObjectSize = 2 << 20
@@ -136,6 +139,13 @@ func (c *testCluster) DiskAccess(ctx context.Context, disk uint32) (string, Disk
 		return s.addr, DiskWriteOnly, nil
 	}
 	return s.addr, DiskUp, nil
+}
+
+func (c *testCluster) WriteLease(ctx context.Context) error {
+	if c.lease == nil {
+		return nil
+	}
+	return c.lease.WriteLease(ctx)
 }
 
 var errRefused = errors.New("mgmt refused")

@@ -130,6 +130,11 @@ func (v *Volume) readReplica(ctx context.Context, r replica, e extent, buf []byt
 
 // WriteAt writes p at off to every up replica of each object.
 func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	// Outside the gate: the lease is renewed by the frontend's sync, which
+	// may have to take the gate (a layout switch, a drain) first.
+	if err := v.cluster.WriteLease(ctx); err != nil {
+		return err
+	}
 	v.gate.RLock()
 	defer v.gate.RUnlock()
 	if err := v.admit(ctx, true, len(p), &v.stats.WriteOps, &v.stats.WriteBytes); err != nil {
@@ -153,6 +158,9 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroF
 }
 
 func (v *Volume) zero(ctx context.Context, op wire.Op, off, length int64, fua bool) error {
+	if err := v.cluster.WriteLease(ctx); err != nil { // outside the gate, as in WriteAt
+		return err
+	}
 	v.gate.RLock()
 	defer v.gate.RUnlock()
 	if err := v.admit(ctx, true, 0, &v.stats.WriteOps, nil); err != nil {
@@ -330,7 +338,7 @@ func (v *Volume) flushDisk(ctx context.Context, d uint32) error {
 	if down {
 		return nil
 	}
-	addr, access, err := v.diskAccess(ctx, d)
+	addr, access, err := v.cluster.DiskAccess(ctx, d)
 	if err != nil {
 		return err
 	}

@@ -51,29 +51,21 @@ func (l *Layout) validate() error {
 	return nil
 }
 
-// Cluster is what the engine asks of the control plane.
+// Cluster is what the engine asks of the control plane. Frontends use a
+// DiskView, which keeps the rules every writer must follow.
 type Cluster interface {
-	// DiskAddr returns the data-protocol address ("host:port" or a unix
-	// socket path) of the server that serves disk, and whether mgmt
-	// considers the disk up.
-	DiskAddr(ctx context.Context, disk uint32) (addr string, up bool, err error)
+	// DiskAccess returns the data-protocol address ("host:port" or a unix
+	// socket path) of the server that serves disk, and what mgmt lets the
+	// engine do with the disk: read and write it (up), only write it
+	// (recovering), or neither (down).
+	DiskAccess(ctx context.Context, disk uint32) (addr string, access DiskAccess, err error)
 	// MarkDiskDown asks mgmt to mark disk down and returns only once mgmt
 	// committed it (a new cluster generation). Until it returns nil the
 	// engine must not acknowledge a write without that replica.
 	MarkDiskDown(ctx context.Context, disk uint32, reason string) error
-}
-
-// AccessCluster is a Cluster that knows recovering disks. A Cluster that
-// does not implement it never sends writes to a recovering disk, so a
-// disk recovering while such a client writes misses those writes: every
-// frontend that writes must implement it (the client applet's Service
-// does).
-type AccessCluster interface {
-	Cluster
-	// DiskAccess is DiskAddr with what mgmt lets the engine do with the
-	// disk: read and write it (up), only write it (recovering), or
-	// neither (down).
-	DiskAccess(ctx context.Context, disk uint32) (addr string, access DiskAccess, err error)
+	// WriteLease returns once the frontend's view of the disks is
+	// confirmed by mgmt recently enough to write with it (see DiskView).
+	WriteLease(ctx context.Context) error
 }
 
 // DiskAccess is what the engine may do with a disk.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"keel/mgmt/apiclient"
@@ -35,8 +34,11 @@ type ServiceOptions struct {
 	TCPListen string
 	Poll      time.Duration
 	Timeout   time.Duration
-	Conns     int
-	Log       *slog.Logger
+	// Lease: writes wait while mgmt has not confirmed this client's view
+	// of the disks for this long (client.mgmt_lease). Default 8 s.
+	Lease time.Duration
+	Conns int
+	Log   *slog.Logger
 	// Ready is called once the listeners are up and the first sync with
 	// mgmt is done.
 	Ready func()
@@ -49,15 +51,11 @@ type Service struct {
 	pool *Pool
 	tcp  *nbd.Server
 
-	mu    sync.Mutex
-	disks map[uint32]apiclient.DiskLocation
-	// downAt: the generation in which mgmt committed a disk down at our
-	// request. A ClientVolumes reply older than that still shows the
-	// disk as it was; the disk stays out until a newer reply.
-	downAt map[uint32]int64
-	vols   map[string]*attachment // by globalId
-	gen    int64
-	start  int64
+	view *DiskView // what the volumes' engines ask of the cluster
+
+	vols    map[string]*attachment // by globalId
+	start   int64
+	renewed bool // RenewTokens done for this process
 }
 
 type attachment struct {
@@ -76,81 +74,12 @@ func NewService(o ServiceOptions) *Service {
 	if o.Poll <= 0 {
 		o.Poll = 250 * time.Millisecond
 	}
-	return &Service{o: o, log: o.Log, vols: map[string]*attachment{}, disks: map[uint32]apiclient.DiskLocation{}, downAt: map[uint32]int64{},
+	if o.Lease <= 0 {
+		o.Lease = 8 * time.Second
+	}
+	return &Service{o: o, log: o.Log, vols: map[string]*attachment{}, view: NewDiskView(o.API, o.Log, o.Lease),
 		pool:  NewPool(o.Secret, wire.Peer{NodeID: o.ClientID, Role: "client", Name: o.Name}, o.Conns),
 		start: time.Now().Unix()}
-}
-
-// DiskAddr implements Cluster from the last ClientVolumes reply.
-func (s *Service) DiskAddr(ctx context.Context, disk uint32) (string, bool, error) {
-	addr, a, err := s.DiskAccess(ctx, disk)
-	return addr, a == DiskUp, err
-}
-
-// DiskAccess implements AccessCluster from the last ClientVolumes reply.
-func (s *Service) DiskAccess(ctx context.Context, disk uint32) (string, DiskAccess, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	d, ok := s.disks[disk]
-	if !ok {
-		return "", DiskDown, fmt.Errorf("disk %d: not in the cluster's disk list", disk)
-	}
-	return d.Addr, AccessOf(d), nil
-}
-
-// AccessOf is what mgmt's view of a disk (ClientVolumes) lets the engine
-// do with it; a frontend's DiskAccess (AccessCluster) answers with it.
-func AccessOf(d apiclient.DiskLocation) DiskAccess {
-	switch {
-	case d.Up:
-		return DiskUp
-	case d.Recovering:
-		return DiskWriteOnly
-	}
-	return DiskDown
-}
-
-// markDownPatience is how long MarkDiskDown keeps asking while mgmt
-// cannot commit (no leader during an election, no node reachable).
-const markDownPatience = 30 * time.Second
-
-// MarkDiskDown implements Cluster: mgmt commits the disk down, then the
-// client stops using it. Transient failures are retried for up to
-// markDownPatience, so a disk that fails while mgmt elects a leader delays
-// the writes that need it instead of failing them (marking a disk down
-// twice is harmless).
-func (s *Service) MarkDiskDown(ctx context.Context, disk uint32, reason string) error {
-	s.mu.Lock()
-	gen := s.gen
-	s.mu.Unlock()
-	s.log.Warn("asking mgmt to mark a silent disk down", "disk", disk, "reason", reason)
-	var info struct {
-		Generation int64 `json:"generation"`
-	}
-	deadline := time.Now().Add(markDownPatience)
-	for {
-		_, err := s.o.API.Post(ctx, "DiskMarkDown/"+strconv.FormatUint(uint64(disk), 10), map[string]any{"generation": gen}, &info)
-		if err == nil {
-			break
-		}
-		var ae *apiclient.APIError
-		transient := errors.Is(err, apiclient.ErrUnreachable) || errors.As(err, &ae) && ae.Transient
-		if !transient || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	s.mu.Lock()
-	d := s.disks[disk]
-	d.Up, d.Recovering = false, false
-	s.disks[disk] = d
-	s.downAt[disk] = max(s.downAt[disk], info.Generation)
-	s.mu.Unlock()
-	return nil
 }
 
 // Run serves until ctx ends, then closes every export.
@@ -192,53 +121,35 @@ func (s *Service) Run(ctx context.Context) error {
 // changed layouts, closes removed ones, and reports the generation it now
 // serves in a heartbeat (attach --wait waits for it).
 func (s *Service) sync(ctx context.Context) error {
+	if !s.renewed {
+		if err := RenewTokens(ctx, s.o.API, int(s.o.ClientID)); err != nil {
+			return err
+		}
+		s.renewed = true
+	}
+	sent := time.Now()
 	var cv apiclient.ClientVolumes
 	if _, err := s.o.API.Get(ctx, "ClientVolumes/"+strconv.FormatUint(uint64(s.o.ClientID), 10), nil, &cv); err != nil {
 		return err
 	}
-	disks := map[uint32]apiclient.DiskLocation{}
-	s.mu.Lock()
-	for k, d := range cv.Disks {
-		id, err := strconv.ParseUint(k, 10, 32)
-		if err != nil {
-			s.mu.Unlock()
-			return fmt.Errorf("ClientVolumes: disk id %q: %w", k, err)
-		}
-		if cv.Generation < s.downAt[uint32(id)] {
-			d.Up, d.Recovering = false, false // the reply predates our DiskMarkDown
-		}
-		disks[uint32(id)] = d
-	}
-	s.mu.Unlock()
 	seen := map[string]bool{}
 	for _, vl := range cv.Volumes {
 		seen[vl.GlobalID] = true
 	}
-	// Detach first, while the disk map still has the detached volumes'
-	// disks for their last flush.
+	// Detach first, while the view still has the detached volumes' disks
+	// for their last flush.
 	for gid, a := range s.vols {
 		if !seen[gid] {
 			s.detach(ctx, gid, a)
 		}
 	}
-	s.mu.Lock()
-	old := s.disks
-	s.disks = disks
-	s.mu.Unlock()
-	// A disk whose write eligibility changed (down -> recovering, or out):
-	// volumes that marked it down may use it again, and the writes in
-	// flight, issued with the old disk set, finish before we report this
-	// generation (recovery of a returning disk waits for that report, so
-	// every write it does not see reaches the disk itself).
-	changed := false
-	for id, d := range disks {
-		if AccessOf(d).Writable() != AccessOf(old[id]).Writable() {
-			changed = true
-			if d.Writable() {
-				for _, a := range s.vols {
-					a.vol.Readmit(id)
-				}
-			}
+	readmit, changed, err := s.view.Update(cv)
+	if err != nil {
+		return err
+	}
+	for _, id := range readmit {
+		for _, a := range s.vols {
+			a.vol.Readmit(id)
 		}
 	}
 	var errs []error
@@ -264,11 +175,25 @@ func (s *Service) sync(ctx context.Context) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...) // do not claim the generation
 	}
-	s.mu.Lock()
-	s.gen = cv.Generation
-	s.mu.Unlock()
 	s.writeStats()
-	return s.heartbeat(ctx, cv.Generation)
+	if err := s.heartbeat(ctx, cv.Generation); err != nil {
+		return err
+	}
+	s.view.Confirmed(cv.Generation, sent)
+	return nil
+}
+
+// RenewTokens gives every read-write attachment of client id a fencing
+// token no earlier process used (ClientTokensRenew). A frontend process
+// calls it before its first sync, so before it writes: a write's version
+// is token<<40 | a sequence that restarts with the process, and servers
+// keep the newest version of a block, so writes under an old token would
+// lose to what the previous process wrote.
+func RenewTokens(ctx context.Context, api *apiclient.Client, id int) error {
+	if _, err := api.Post(ctx, "ClientTokensRenew/"+strconv.Itoa(id), map[string]any{}, nil); err != nil {
+		return fmt.Errorf("renew the fencing tokens of client %d: %w", id, err)
+	}
+	return nil
 }
 
 // StatsFile is where the client writes its counters (in its run
@@ -339,7 +264,7 @@ func (s *Service) apply(ctx context.Context, vl apiclient.VolumeLayout) error {
 }
 
 func (s *Service) attach(vl apiclient.VolumeLayout, l Layout) error {
-	vol, err := Open(l, Options{Log: s.log, Cluster: s, Pool: s.pool, Timeout: s.o.Timeout})
+	vol, err := Open(l, Options{Log: s.log, Cluster: s.view, Pool: s.pool, Timeout: s.o.Timeout})
 	if err != nil {
 		return err
 	}

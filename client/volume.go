@@ -57,10 +57,6 @@ func Open(l Layout, o Options) (*Volume, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	if _, ok := o.Cluster.(AccessCluster); !ok && !l.ReadOnly {
-		// Its writes skip recovering disks, which recovery then misses.
-		o.Log.Warn("this frontend does not send writes to recovering disks (its Cluster is no AccessCluster): a disk recovering while it writes may miss those writes", "volume", l.Name)
-	}
 	return &Volume{log: o.Log.With("volume", l.Name), layout: l, cluster: o.Cluster, pool: o.Pool,
 		timeout: o.Timeout, limit: newLimiter(l.IOPS, l.BW),
 		down: map[uint32]bool{}, dirty: map[uint32]struct{}{}}, nil
@@ -187,7 +183,7 @@ func (v *Volume) replicas(ctx context.Context, index uint32, write bool) ([]repl
 		if down {
 			continue
 		}
-		addr, access, err := v.diskAccess(ctx, d)
+		addr, access, err := v.cluster.DiskAccess(ctx, d)
 		if err != nil {
 			return nil, err
 		}
@@ -202,18 +198,6 @@ func (v *Volume) replicas(ctx context.Context, index uint32, write bool) ([]repl
 		return nil, fmt.Errorf("volume %s object %d: %w: no disk of set %v is up", v.layout.Name, index, ErrNoReplica, set)
 	}
 	return out, nil
-}
-
-// diskAccess asks the cluster what the engine may do with disk d.
-func (v *Volume) diskAccess(ctx context.Context, d uint32) (string, DiskAccess, error) {
-	if ac, ok := v.cluster.(AccessCluster); ok {
-		return ac.DiskAccess(ctx, d)
-	}
-	addr, up, err := v.cluster.DiskAddr(ctx, d)
-	if up {
-		return addr, DiskUp, err
-	}
-	return addr, DiskDown, err
 }
 
 // Readmit lets the engine use disk again after it marked it down: mgmt

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"keel/nbd"
 	"keel/server"
@@ -319,5 +321,56 @@ func TestVolumeRecoveringDisk(t *testing.T) {
 	got := make([]byte, 4096)
 	if err := c.servers[1].store.Read(server.ObjectID{Volume: 40, Index: 0}, 8192, got); err != nil || !bytes.Equal(got, p) {
 		t.Fatalf("after Readmit the recovering disk did not get the write: %v", err)
+	}
+}
+
+// Writes wait while the frontend's view of the disks is not confirmed by
+// mgmt (the lease ran out): a client cut off from mgmt stops writing.
+// Reads and flushes go on. A confirmation lets the waiting writes in.
+func TestVolumeWriteLease(t *testing.T) {
+	c := mustNewTestCluster(t, 3)
+	c.lease = NewDiskView(nil, slog.New(slog.DiscardHandler), 2*time.Second)
+	ctx := context.Background()
+	v := c.open(t, c.layout("vol", []uint64{41}, testObjectSize))
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 100*time.Millisecond) }
+
+	tctx, cancel := short()
+	defer cancel()
+	if err := v.WriteAt(tctx, make([]byte, 4096), 0, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("write before any confirmation: %v, want it to wait (deadline exceeded)", err)
+	}
+	c.lease.Confirmed(1, time.Now())
+	p := bytes.Repeat([]byte{7}, 4096)
+	if err := v.WriteAt(ctx, p, 0, true); err != nil {
+		t.Fatalf("write under the lease: %v", err)
+	}
+	time.Sleep(2100 * time.Millisecond) // the lease runs out
+	tctx2, cancel2 := short()
+	defer cancel2()
+	if err := v.WriteZeroes(tctx2, 0, 4096, nbd.ZeroFlags{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("zeroing after the lease ran out: %v, want it to wait", err)
+	}
+	got := make([]byte, 4096)
+	if err := v.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("read without the lease: %v (data equal: %v)", err, bytes.Equal(got, p))
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatalf("flush without the lease: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- v.WriteAt(ctx, make([]byte, 4096), 4096, false) }()
+	select {
+	case err := <-done:
+		t.Fatalf("a write went through without the lease: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	c.lease.Confirmed(2, time.Now())
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a waiting write did not go through after the lease was renewed")
 	}
 }

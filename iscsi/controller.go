@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +33,10 @@ type ControllerOptions struct {
 	Poll    time.Duration
 	// Timeout bounds one request to one replica (client.Options.Timeout).
 	Timeout time.Duration
-	Conns   int
+	// Lease: writes wait while mgmt has not confirmed the controller's view
+	// of the disks for this long (client.mgmt_lease). Default 8 s.
+	Lease time.Duration
+	Conns int
 	// State is the node state database (migrations 0300): initiator
 	// tracking and persistent reservations. Nil keeps neither.
 	State *sql.DB
@@ -53,13 +55,13 @@ type Controller struct {
 	start  int64
 	ctx    context.Context
 	report []byte // last report sent
+	// renewed: client.RenewTokens done for this process.
+	renewed bool
 	// incarnation (Unix nanoseconds of Run's start) tells mgmt this is a
 	// new process, which gets new fencing tokens for its volumes.
 	incarnation int64
 
-	mu     sync.Mutex
-	disks  map[uint32]apiclient.DiskLocation
-	gen    int64
+	view   *client.DiskView        // what the volumes' engines ask of the cluster
 	groups map[string]*portalGroup // by portal group id
 	vols   map[string]*servedVolume
 }
@@ -87,43 +89,17 @@ func NewController(o ControllerOptions) *Controller {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Lease <= 0 {
+		o.Lease = 8 * time.Second
+	}
 	return &Controller{o: o, log: o.Log.With("controller", o.ID),
 		pool:  client.NewPool(o.Secret, wire.Peer{NodeID: uint32(apiclient.ISCSIClientBase + o.ID), Role: "client", Name: o.Name}, o.Conns),
-		start: time.Now().Unix(), disks: map[uint32]apiclient.DiskLocation{},
+		start: time.Now().Unix(), view: client.NewDiskView(o.API, o.Log, o.Lease),
 		groups: map[string]*portalGroup{}, vols: map[string]*servedVolume{}}
 }
 
 // ClientID is the client id the controller's volumes are attached to.
 func (c *Controller) ClientID() int { return apiclient.ISCSIClientBase + c.o.ID }
-
-// DiskAddr implements client.Cluster.
-func (c *Controller) DiskAddr(ctx context.Context, disk uint32) (string, bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	d, ok := c.disks[disk]
-	if !ok {
-		return "", false, fmt.Errorf("disk %d: not in the cluster's disk list", disk)
-	}
-	return d.Addr, d.Up, nil
-}
-
-// MarkDiskDown implements client.Cluster: mgmt commits the disk down
-// before the engine acknowledges a write without it.
-func (c *Controller) MarkDiskDown(ctx context.Context, disk uint32, reason string) error {
-	c.mu.Lock()
-	gen := c.gen
-	c.mu.Unlock()
-	c.log.Warn("asking mgmt to mark a silent disk down", "disk", disk, "reason", reason)
-	if _, err := c.o.API.Post(ctx, "DiskMarkDown/"+strconv.FormatUint(uint64(disk), 10), map[string]any{"generation": gen}, nil); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	d := c.disks[disk]
-	d.Up = false
-	c.disks[disk] = d
-	c.mu.Unlock()
-	return nil
-}
 
 // Run serves until ctx ends, then closes every portal and flushes every
 // volume.
@@ -152,6 +128,13 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 func (c *Controller) sync(ctx context.Context) error {
+	if !c.renewed {
+		if err := client.RenewTokens(ctx, c.o.API, c.ClientID()); err != nil {
+			return err
+		}
+		c.renewed = true
+	}
+	sent := time.Now()
 	var cfg apiclient.ISCSIConfig
 	if _, err := c.o.API.Get(ctx, "iSCSIConfig", nil, &cfg); err != nil {
 		return err
@@ -184,23 +167,16 @@ func (c *Controller) sync(ctx context.Context) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...) // do not claim the generation
 	}
-	c.mu.Lock()
-	c.gen = cv.Generation
-	c.mu.Unlock()
-	return c.heartbeat(ctx, cv.Generation)
+	if err := c.heartbeat(ctx, cv.Generation); err != nil {
+		return err
+	}
+	c.view.Confirmed(cv.Generation, sent)
+	return nil
 }
 
 // applyVolumes opens new attachments, follows layout changes (snapshots,
 // tokens, resizes) and closes detached volumes.
 func (c *Controller) applyVolumes(ctx context.Context, cv apiclient.ClientVolumes) error {
-	disks := map[uint32]apiclient.DiskLocation{}
-	for k, d := range cv.Disks {
-		id, err := strconv.ParseUint(k, 10, 32)
-		if err != nil {
-			return fmt.Errorf("ClientVolumes: disk id %q: %w", k, err)
-		}
-		disks[uint32(id)] = d
-	}
 	seen := map[string]bool{}
 	for _, vl := range cv.Volumes {
 		seen[vl.GlobalID] = true
@@ -210,9 +186,18 @@ func (c *Controller) applyVolumes(ctx context.Context, cv apiclient.ClientVolume
 			c.closeVolume(ctx, sv)
 		}
 	}
-	c.mu.Lock()
-	c.disks = disks
-	c.mu.Unlock()
+	// As in the client applet (client.DiskView.Update): volumes may use
+	// readmitted disks again, and a changed write set drains the requests
+	// in flight before the generation is reported.
+	readmit, changed, err := c.view.Update(cv)
+	if err != nil {
+		return err
+	}
+	for _, sv := range c.vols {
+		for _, id := range readmit {
+			sv.vol.Readmit(id)
+		}
+	}
 	var errs []error
 	for _, vl := range cv.Volumes {
 		l := layoutOf(vl)
@@ -238,6 +223,11 @@ func (c *Controller) applyVolumes(ctx context.Context, cv apiclient.ClientVolume
 			sv.lu.CapacityChanged()
 		}
 	}
+	if changed {
+		for _, sv := range c.vols {
+			sv.vol.Drain()
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -251,7 +241,7 @@ func layoutOf(vl apiclient.VolumeLayout) client.Layout {
 }
 
 func (c *Controller) openVolume(vl apiclient.VolumeLayout, l client.Layout) error {
-	vol, err := client.Open(l, client.Options{Log: c.log, Cluster: c, Pool: c.pool, Timeout: c.o.Timeout})
+	vol, err := client.Open(l, client.Options{Log: c.log, Cluster: c.view, Pool: c.pool, Timeout: c.o.Timeout})
 	if err != nil {
 		return err
 	}

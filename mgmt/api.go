@@ -38,7 +38,7 @@ var writeCalls = map[string]bool{
 	"ServiceHeartbeat": true, "MgmtJoin": true,
 	"DiskScrubStart": true, "DiskScrubPause": true, "DiskScrubContinue": true, "DiskScrubReport": true,
 	"DiskRecoveryProgress": true, "DiskRecoveryDone": true,
-	"LayersDeleted": true,
+	"LayersDeleted": true, "ClientTokensRenew": true,
 }
 
 // leaderReads are GET calls answered by the leader, which holds the

@@ -44,6 +44,7 @@ var commands = map[string]func(*txn) (any, error){
 	"SnapshotDelete":       cmdSnapshotDelete,
 	"SnapshotDeleteById":   cmdSnapshotDeleteByID,
 	"VolumeRevert":         cmdVolumeRevert,
+	"ClientTokensRenew":    cmdClientTokensRenew,
 	"VolumesReassign":      cmdVolumesReassign,
 	"VolumesReassignWait":  cmdVolumesReassignWait,
 	"KVSet":                cmdKVSet,
@@ -1039,6 +1040,46 @@ func cmdVolumesReassignWait(t *txn) (any, error) {
 		return nil, err
 	}
 	return t.reassign(r.Reassign)
+}
+
+// cmdClientTokensRenew (keel extension ClientTokensRenew/<clientId>)
+// raises the fencing token of every read-write attachment of the client.
+// A client (or iSCSI controller) process calls it when it starts, before
+// it writes: a write's version is token<<40 | a sequence that restarts
+// with the process, and servers keep the newest version of a block, so a
+// new process must write under a token no earlier process used. It also
+// fences any earlier process of the same client that still runs.
+func cmdClientTokensRenew(t *txn) (any, error) {
+	client, err := strconv.Atoi(t.cmd.Arg)
+	if err != nil || client < 1 || client > 0xffff {
+		return nil, invalidParam("clientId", "%q is not a client id (1..65535)", t.cmd.Arg)
+	}
+	rows, err := t.tx.Query(`SELECT volume_id FROM attachments WHERE client_id = ? AND rights = 'rw' ORDER BY volume_id`, client)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	tokens := []map[string]any{}
+	for _, id := range ids {
+		if _, err := t.tx.Exec(`UPDATE volumes SET fencing_token = fencing_token + 1 WHERE id = ?`, id); err != nil {
+			return nil, err
+		}
+		v, err := lookupVolByID(t.tx, id)
+		if err != nil {
+			return nil, err
+		}
+		tokens = append(tokens, map[string]any{"volume": v.displayName(), "globalId": v.GID, "fencingToken": v.Fencing})
+	}
+	return map[string]any{"generation": t.gen, "renewed": tokens}, nil
 }
 
 // reassign applies attachment changes. Only one read-write attachment
