@@ -57,9 +57,6 @@ type Controller struct {
 	report []byte // last report sent
 	// renewed: client.RenewTokens done for this process.
 	renewed bool
-	// incarnation (Unix nanoseconds of Run's start) tells mgmt this is a
-	// new process, which gets new fencing tokens for its volumes.
-	incarnation int64
 
 	view   *client.DiskView        // what the volumes' engines ask of the cluster
 	groups map[string]*portalGroup // by portal group id
@@ -105,7 +102,6 @@ func (c *Controller) ClientID() int { return apiclient.ISCSIClientBase + c.o.ID 
 // volume.
 func (c *Controller) Run(ctx context.Context) error {
 	c.ctx = ctx
-	c.incarnation = time.Now().UnixNano()
 	defer c.shutdown()
 	ready := false
 	t := time.NewTicker(c.o.Poll)
@@ -140,14 +136,6 @@ func (c *Controller) sync(ctx context.Context) error {
 		return err
 	}
 	c.cfg.Store(&cfg.ISCSI)
-	if c.report == nil {
-		// The first report of this process raises the tokens of its
-		// volumes (see apiclient.ISCSIControllerReport.StartTime): send
-		// it before reading them.
-		if err := c.sendReport(ctx); err != nil {
-			return err
-		}
-	}
 	var cv apiclient.ClientVolumes
 	if _, err := c.o.API.Get(ctx, "ClientVolumes/"+strconv.Itoa(c.ClientID()), nil, &cv); err != nil {
 		return err
@@ -568,7 +556,7 @@ func (c *Controller) interfaces() []apiclient.ISCSIInterfaceInfo {
 
 // sendReport tells mgmt the live sessions and interfaces when they changed.
 func (c *Controller) sendReport(ctx context.Context) error {
-	r := apiclient.ISCSIControllerReport{ControllerID: c.o.ID, StartTime: c.incarnation, Sessions: c.Sessions(), Interfaces: c.interfaces()}
+	r := apiclient.ISCSIControllerReport{ControllerID: c.o.ID, Sessions: c.Sessions(), Interfaces: c.interfaces()}
 	b, _ := json.Marshal(r)
 	if string(b) == string(c.report) {
 		return nil

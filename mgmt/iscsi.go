@@ -523,17 +523,7 @@ func cmdISCSIReport(t *txn) (any, error) {
 	}
 	s, _ := json.Marshal(r.Sessions)
 	i, _ := json.Marshal(r.Interfaces)
-	var start int64
-	t.tx.QueryRow(`SELECT start_time FROM iscsi_reports WHERE controller = ?`, r.ControllerID).Scan(&start)
-	if start != r.StartTime {
-		// A new controller process: its writes need a token of their own.
-		if _, err := t.tx.Exec(`UPDATE volumes SET fencing_token = fencing_token + 1 WHERE id IN
-			(SELECT volume_id FROM attachments WHERE client_id = ? AND rights = 'rw')`, apiclient.ISCSIClientBase+r.ControllerID); err != nil {
-			return nil, err
-		}
-	}
-	_, err = t.tx.Exec(`INSERT OR REPLACE INTO iscsi_reports (controller, sessions, interfaces, start_time) VALUES (?, ?, ?, ?)`,
-		r.ControllerID, s, i, r.StartTime)
+	_, err = t.tx.Exec(`INSERT OR REPLACE INTO iscsi_reports (controller, sessions, interfaces) VALUES (?, ?, ?)`, r.ControllerID, s, i)
 	return nil, err
 }
 
@@ -547,9 +537,8 @@ func reportUnchanged(db *sql.DB, body []byte) bool {
 	s, _ := json.Marshal(r.Sessions)
 	i, _ := json.Marshal(r.Interfaces)
 	var cs, ci string
-	var start int64
-	err := db.QueryRow(`SELECT sessions, interfaces, start_time FROM iscsi_reports WHERE controller = ?`, r.ControllerID).Scan(&cs, &ci, &start)
-	return err == nil && cs == string(s) && ci == string(i) && start == r.StartTime
+	err := db.QueryRow(`SELECT sessions, interfaces FROM iscsi_reports WHERE controller = ?`, r.ControllerID).Scan(&cs, &ci)
+	return err == nil && cs == string(s) && ci == string(i)
 }
 
 func readISCSIConfig(db *sql.DB, _ string) (any, error) {

@@ -104,21 +104,12 @@ func TestISCSIConfig(t *testing.T) {
 	if _, err := c.Get(ctx, "ClientVolumes/16387", nil, &cv); err != nil || len(cv.Volumes) != 1 {
 		t.Fatalf("exporting again did not attach the volume to controller 3: %+v %v", cv, err)
 	}
-	// A controller's new process (a report with a new start time) gets a
-	// new fencing token for its volumes; the same process does not.
-	token := func() uint64 {
-		t.Helper()
-		if _, err := c.Get(ctx, "ClientVolumes/16387", nil, &cv); err != nil || len(cv.Volumes) != 1 {
-			t.Fatalf("ClientVolumes/16387: %+v %v", cv, err)
-		}
-		return cv.Volumes[0].Token
-	}
-	t0 := token()
-	for i, st := range []int64{100, 100, 200} {
-		mustPost(t, c, "iSCSIReport", apiclient.ISCSIControllerReport{ControllerID: 3, StartTime: st}, nil)
-		if want := t0 + []uint64{1, 1, 2}[i]; token() != want {
-			t.Errorf("report %d (startTime %d): token %d, want %d", i, st, token(), want)
-		}
+	// A controller's new process renews the fencing tokens of its
+	// volumes (client.RenewTokens) before it writes.
+	t0 := cv.Volumes[0].Token
+	mustPost(t, c, "ClientTokensRenew/16387", map[string]any{}, nil)
+	if _, err := c.Get(ctx, "ClientVolumes/16387", nil, &cv); err != nil || len(cv.Volumes) != 1 || cv.Volumes[0].Token != t0+1 {
+		t.Fatalf("ClientTokensRenew/16387: %+v %v, want token %d", cv, err, t0+1)
 	}
 	fails("delete an exported target", ErrInUse, iscsiCmds(icmd("deleteTarget", map[string]any{"volumeName": "Vol_1"})))
 	fails("delete an initiator with exports", ErrInUse, iscsiCmds(icmd("deleteInitiator", map[string]any{"name": "iqn.host1"})))

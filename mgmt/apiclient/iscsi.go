@@ -100,16 +100,9 @@ type ISCSIInterfaceInfo struct {
 // iSCSIReport: what a controller serves now. It is committed
 // only when it differs from the last one.
 type ISCSIControllerReport struct {
-	ControllerID int `json:"controllerId"`
-	// StartTime identifies the controller process (Unix nanoseconds of
-	// its start). A report with a new one raises the fencing token of every
-	// volume attached to the controller before it writes: the volume
-	// engine numbers its writes token<<40 | sequence, and a restarted
-	// process's sequence starts again, so without a new token its writes
-	// would rank below the ones of its previous run and be ignored.
-	StartTime  int64                `json:"startTime"`
-	Sessions   []ISCSISessionInfo   `json:"sessions"`
-	Interfaces []ISCSIInterfaceInfo `json:"interfaces"`
+	ControllerID int                  `json:"controllerId"`
+	Sessions     []ISCSISessionInfo   `json:"sessions"`
+	Interfaces   []ISCSIInterfaceInfo `json:"interfaces"`
 }
 
 // ISCSIClientBase is added to a controller id to give the client id its
