@@ -1037,46 +1037,6 @@ type BadBlock struct {
 	Block  int // block index in the object
 }
 
-// ScrubResult counts what a scrub read.
-type ScrubResult struct {
-	Objects    int
-	DataBlocks uint64
-	Bad        []BadBlock
-}
-
-// Scrub reads every data block of every object (hidden ones included) and
-// verifies its checksum, without blocking client I/O for longer than one
-// AU at a time. progress, if not nil, is called after each object with the
-// objects done and the total. Repair is the caller's: rewrite each bad
-// block from a good replica.
-func (s *Store) Scrub(progress func(done, total int)) (ScrubResult, error) {
-	s.mu.Lock()
-	var objs []*object
-	for _, o := range s.slots {
-		if o != nil {
-			objs = append(objs, o)
-		}
-	}
-	s.mu.Unlock()
-	var res ScrubResult
-	buf := make([]byte, AUSize)
-	for i, o := range objs {
-		for idx := range o.aus {
-			bad, n, err := s.scrubAU(o, idx, buf)
-			if err != nil {
-				return res, err
-			}
-			res.DataBlocks += n
-			res.Bad = append(res.Bad, bad...)
-		}
-		res.Objects++
-		if progress != nil {
-			progress(i+1, len(objs))
-		}
-	}
-	return res, nil
-}
-
 func (s *Store) scrubAU(o *object, idx int, buf []byte) ([]BadBlock, uint64, error) {
 	st := s.stripeOf(o.inc, idx)
 	st.RLock()
