@@ -24,6 +24,9 @@ const (
 	apiPrefix   = "/ctrl/1.0/"
 	indexHeader = "X-Keel-Index"
 	maxBody     = 8 << 20
+	// spaceRefresh: how long a disk's space figures in the store may lag
+	// behind its server's by under 1% (diskRegister).
+	spaceRefresh = 30 * time.Second
 )
 
 // writeCalls are the POST calls that become one Raft command each.
@@ -270,9 +273,11 @@ func (s *Service) heartbeat(ctx context.Context, body []byte) (Result, error) {
 
 // diskRegister commits a DiskRegister unless it only repeats what the
 // store holds: same server and device, a state it keeps (up, recovering,
-// ejected), and space figures within 1% of the stored ones. Servers send
-// it with every heartbeat; committing each would raise the generation
-// every few seconds for nothing.
+// ejected), and space figures equal to the stored ones, or within 1% of
+// them when this node committed the disk's figures less than
+// spaceRefresh ago. Servers send it with every heartbeat; committing
+// each change at once would raise the generation every few seconds for
+// little, and never committing small ones would leave DisksList behind.
 func (s *Service) diskRegister(ctx context.Context, body []byte) (Result, error) {
 	var r DiskRegisterDesc
 	if err := json.Unmarshal(body, &r); err != nil {
@@ -283,13 +288,23 @@ func (s *Service) diskRegister(ctx context.Context, body []byte) (Result, error)
 	cur, err := scanDisk(s.store.db.QueryRow(`SELECT `+diskCols+` FROM disks WHERE id = ?`, r.ID))
 	s.store.mu.RUnlock()
 	near := func(a, b, scale int64) bool { return scale <= 0 || 100*absDiff(a, b) < scale }
+	s.mu.Lock()
+	recent := time.Since(s.spaceAt[r.ID]) < spaceRefresh
+	s.mu.Unlock()
+	same := cur.FreeBytes == r.FreeBytes && cur.ObjectsAllocated == r.ObjectsAllocated
 	if err == nil && cur.ServerID == r.ServerID && cur.Size == r.Size && cur.SSD == r.SSD && cur.Model == r.Model &&
 		cur.Serial == r.Serial && cur.Device == r.Device && (cur.State == "up" || cur.State == "recovering" || cur.State == "ejected") &&
-		near(cur.FreeBytes, r.FreeBytes, r.Size) && near(cur.ObjectsAllocated, r.ObjectsAllocated, r.ObjectsCount) && cur.ObjectsCount == r.ObjectsCount {
+		cur.ObjectsCount == r.ObjectsCount && (same || recent && near(cur.FreeBytes, r.FreeBytes, r.Size) && near(cur.ObjectsAllocated, r.ObjectsAllocated, r.ObjectsCount)) {
 		gen := s.store.Generation()
 		return Result{Generation: gen, Info: map[string]any{"generation": gen, "diskGeneration": cur.DiskGeneration, "state": cur.State}}, nil
 	}
-	return s.propose(ctx, Command{Op: "DiskRegister", Body: body})
+	res, err := s.propose(ctx, Command{Op: "DiskRegister", Body: body})
+	if err == nil {
+		s.mu.Lock()
+		s.spaceAt[r.ID] = time.Now()
+		s.mu.Unlock()
+	}
+	return res, err
 }
 
 func absDiff(a, b int64) int64 {

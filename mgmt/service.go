@@ -65,6 +65,7 @@ type Service struct {
 
 	mu          sync.Mutex
 	seen        map[string]heartbeat // services' last heartbeats (leader only)
+	spaceAt     map[int]time.Time    // when this node last committed a disk's space figures
 	leaderSince time.Time
 }
 
@@ -117,7 +118,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	if cfg.ClientWriteGrace <= 0 {
 		cfg.ClientWriteGrace = 3 * cfg.ServiceTimeout // the defaults' ratio
 	}
-	s := &Service{cfg: cfg, log: cfg.Log, seen: map[string]heartbeat{}, fwd: &http.Client{Timeout: 30 * time.Second}, started: time.Now()}
+	s := &Service{cfg: cfg, log: cfg.Log, seen: map[string]heartbeat{}, spaceAt: map[int]time.Time{}, fwd: &http.Client{Timeout: 30 * time.Second}, started: time.Now()}
 	var err error
 	if s.store, err = OpenStore(ctx, filepath.Join(cfg.Dir, "store.db")); err != nil {
 		return nil, err
