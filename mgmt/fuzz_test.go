@@ -9,7 +9,8 @@ import (
 var fuzzCalls = []string{"VolumeCreate", "VolumeUpdate", "VolumeSnapshot", "SnapshotUpdate", "VolumeRevert",
 	"VolumeTemplateCreate", "VolumeTemplateUpdate", "PlacementGroupUpdate", "FaultSetUpdate", "DiskRegister",
 	"DiskSetDescription", "DiskMarkDown", "VolumesReassign", "VolumesReassignWait", "ServiceHeartbeat", "KVSet",
-	"MgmtJoin", "ClusterInit", "VolumeDelete"}
+	"MgmtJoin", "ClusterInit", "VolumeDelete", "iSCSIConfig", "iSCSIReport", "DiskScrubStart", "DiskScrubReport",
+	"DiskRecoveryProgress", "DiskRecoveryDone", "LayersDeleted", "ClientTokensRenew"}
 
 // FuzzDecodeRequest: the API's request decoder never panics, every refusal
 // is an API error with a name, and what it accepts survives a round trip.
