@@ -592,25 +592,5 @@ func (s *Store) casRuns(o *object, idx int, au int32, b0 int, states []uint8, ve
 // deleteObjectIf deletes object id if its version is still version (no
 // client wrote to it since recovery saw it); errChanged otherwise.
 func (s *Store) deleteObjectIf(id ObjectID, version uint64) error {
-	s.gate.Lock()
-	s.mu.Lock()
-	o, err := s.lookup(id)
-	if err == nil && o.version != version {
-		err = fmt.Errorf("object %s: %w", id, errChanged)
-	}
-	if err == nil {
-		delete(s.objects, id)
-		if o.children > 0 {
-			o.hidden = true
-			s.dirtyObj[o.slot] = struct{}{}
-		} else {
-			s.freeObject(o)
-		}
-	}
-	s.mu.Unlock()
-	s.gate.Unlock()
-	if err != nil {
-		return err
-	}
-	return s.Flush()
+	return s.deleteObject(id, &version)
 }

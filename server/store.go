@@ -848,9 +848,18 @@ func (s *Store) createLocked(id ObjectID, parent *ObjectID) error {
 // DeleteObject deletes an object. One with children is hidden and keeps
 // its data until its last child is deleted. Durable when it returns.
 func (s *Store) DeleteObject(id ObjectID) error {
+	return s.deleteObject(id, nil)
+}
+
+// deleteObject is DeleteObject; with version set, only if the object's
+// version is still *version (errChanged otherwise).
+func (s *Store) deleteObject(id ObjectID, version *uint64) error {
 	s.gate.Lock()
 	s.mu.Lock()
 	o, err := s.lookup(id)
+	if err == nil && version != nil && o.version != *version {
+		err = fmt.Errorf("object %s: %w", id, errChanged)
+	}
 	if err == nil {
 		delete(s.objects, id)
 		if o.children > 0 {
