@@ -413,16 +413,21 @@ func (t *txn) iscsiDeletePortal(a *ISCSIPortalArg) error {
 	return err
 }
 
+// iscsiExportRefs resolves an export's initiator, portal group and
+// target (with its volume).
+func (t *txn) iscsiExportRefs(a *ISCSIExportArg) (ini, pg, tg int64, v *volRow, err error) {
+	if ini, err = t.iscsiInitiator(a.Initiator); err != nil {
+		return
+	}
+	if pg, err = t.iscsiPG(a.PortalGroup); err != nil {
+		return
+	}
+	tg, v, err = t.iscsiTarget(a.VolumeName)
+	return
+}
+
 func (t *txn) iscsiExport(a *ISCSIExportArg) error {
-	ini, err := t.iscsiInitiator(a.Initiator)
-	if err != nil {
-		return err
-	}
-	pg, err := t.iscsiPG(a.PortalGroup)
-	if err != nil {
-		return err
-	}
-	tg, v, err := t.iscsiTarget(a.VolumeName)
+	ini, pg, tg, v, err := t.iscsiExportRefs(a)
 	if err != nil {
 		return err
 	}
@@ -485,15 +490,7 @@ func (t *txn) iscsiAttach(v *volRow, ctl int) error {
 }
 
 func (t *txn) iscsiExportDelete(a *ISCSIExportArg) error {
-	ini, err := t.iscsiInitiator(a.Initiator)
-	if err != nil {
-		return err
-	}
-	pg, err := t.iscsiPG(a.PortalGroup)
-	if err != nil {
-		return err
-	}
-	tg, v, err := t.iscsiTarget(a.VolumeName)
+	ini, pg, tg, v, err := t.iscsiExportRefs(a)
 	if err != nil {
 		return err
 	}
