@@ -117,7 +117,7 @@ func (c *DiskScrubCmd) Help() string {
 	return `Scrubbing reads every data block of the disk, verifies its checksum, and
 rewrites a bad block from a good replica (DiskScrubStart, DiskScrubPause,
 DiskScrubContinue). The disk's server follows within a heartbeat interval
-and reads at most 64 MiB/s. "start" begins a job unless one is unfinished;
+and reads at most server.scrub_rate_mb (64 MiB/s by default). "start" begins a job unless one is unfinished;
 a job started while scrubbing is paused starts paused. "pause" keeps the
 job's position; "continue" goes on from it. Progress and counts (errors
 found, repaired, unrepairable) are in "keel disk list" / "keel disk

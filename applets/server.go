@@ -68,6 +68,7 @@ func (c *ServerApplet) Run(env *Env) error {
 		FlushInterval: time.Duration(cfg.Server.FlushEvery), Log: env.Log,
 		HeartbeatInterval: time.Duration(cfg.Mgmt.HeartbeatInterval), Version: node.Version,
 		RecoveryRate: uint64(cfg.Server.RecoveryRateMB) << 20, RecoverySettle: time.Duration(cfg.Server.RecoverySettle),
+		ScrubRate: uint64(cfg.Server.ScrubRateMB) << 20,
 		Ready: func(addrs []net.Addr) {
 			node.NotifyReady(env.Log)
 			node.NotifyStatus(fmt.Sprintf("serving %d disks on %v", len(unique), addrs))

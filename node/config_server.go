@@ -11,6 +11,7 @@ type ServerConfig struct {
 	FlushEvery  Duration `toml:"flush_interval" min:"0s" max:"1h" help:"flush each disk this often while it has changes, bounding what a crash of the server process loses; 0s: only on clients' FLUSH and FUA"`
 	ObjectSize  int      `toml:"object_size" min:"1048576" max:"1073741824" help:"object size in bytes written into disks by keel disk init (a multiple of 1 MiB)"`
 	// Recovery of a disk that returns after being down.
+	ScrubRateMB    int      `toml:"scrub_rate_mb" min:"1" max:"100000" help:"MiB per second a disk's scrub reads, low enough that client I/O keeps the disk"`
 	RecoveryRateMB int      `toml:"recovery_rate_mb" min:"0" max:"100000" help:"MiB per second a disk's recovery may copy from its peers, so client I/O keeps flowing; 0: unlimited"`
 	RecoverySettle Duration `toml:"recovery_settle" min:"1s" max:"1h" help:"how long recovery leaves a block that is newer on the returning disk than on its peer before taking it as stale (an unacknowledged write from before the disk went down); must exceed client.io_timeout"`
 }

@@ -535,7 +535,11 @@ func (s *Server) followScrub(ctx context.Context, o Options, id uint32, st *Stor
 		return wire.Dial(ctx, "tcp", addr, o.Secret, self)
 	}}
 	defer find.close()
-	sc := NewScrubber(st, find, DefaultScrubRate, s.log)
+	rate := o.ScrubRate
+	if rate == 0 {
+		rate = DefaultScrubRate
+	}
+	sc := NewScrubber(st, find, rate, s.log)
 	defer sc.Stop()
 	interval := o.HeartbeatInterval
 	if interval <= 0 {

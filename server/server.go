@@ -42,6 +42,9 @@ type Options struct {
 	// (0: DefaultRecoverySettle).
 	RecoveryRate   uint64
 	RecoverySettle time.Duration
+	// ScrubRate bounds a scrub's reads, in bytes per second (0:
+	// DefaultScrubRate).
+	ScrubRate uint64
 	// Ready is called once every listener accepts connections.
 	Ready func(addrs []net.Addr)
 }
