@@ -13,37 +13,8 @@ import (
 	"time"
 
 	"keel/demo"
-	"keel/internal/testbin"
 	"keel/mgmt/apiclient"
 )
-
-// startDemoWith is startDemo with options (e.g. three mgmt voters).
-func startDemoWith(t *testing.T, o demo.Options) *demo.Cluster {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test (real processes); skipped with -short")
-	}
-	o.Binary = testbin.Keel(t)
-	o.Dir = t.TempDir()
-	o.VolumeSize = e2eVolumeSize
-	o.Out = logWriter{t}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cl, err := demo.Start(ctx, o)
-	if err != nil {
-		showLogs(t, o.Dir)
-		t.Fatalf("demo.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cl.Stop(); err != nil {
-			t.Logf("demo stop: %v", err)
-		}
-		if t.Failed() {
-			showLogs(t, o.Dir)
-		}
-	})
-	return cl
-}
 
 // slotWriter writes 64 KiB blocks round-robin over slots spread across the
 // volume (every object), each naming its sequence number, and remembers

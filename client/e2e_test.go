@@ -20,55 +20,20 @@ import (
 	"time"
 
 	"keel/demo"
+	"keel/internal/demotest"
 	"keel/internal/testbin"
 )
 
 const e2eVolumeSize = 1 << 30
 
-type logWriter struct{ t testing.TB }
+// startDemo brings up a demo cluster for the test (internal/demotest).
+func startDemo(t *testing.T) *demo.Cluster { return startDemoWith(t, demo.Options{}) }
 
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// startDemo brings up a demo cluster in a temporary directory; it is
-// stopped when the test ends (and its process logs shown if it failed).
-func startDemo(t *testing.T) *demo.Cluster {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test (real processes); skipped with -short")
-	}
-	bin := testbin.Keel(t)
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cl, err := demo.Start(ctx, demo.Options{Dir: dir, Binary: bin, VolumeSize: e2eVolumeSize, Out: logWriter{t}})
-	if err != nil {
-		showLogs(t, dir)
-		t.Fatalf("demo.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cl.Stop(); err != nil {
-			t.Logf("demo stop: %v", err)
-		}
-		if t.Failed() {
-			showLogs(t, dir)
-		}
-	})
-	return cl
-}
-
-// showLogs prints the tail of every process log of the demo in dir.
-func showLogs(t *testing.T, dir string) {
-	logs, _ := filepath.Glob(filepath.Join(dir, "node*", "log", "*.log"))
-	for _, l := range logs {
-		b, _ := os.ReadFile(l)
-		if len(b) > 6000 {
-			b = b[len(b)-6000:]
-		}
-		t.Logf("---- %s (tail) ----\n%s", l, b)
-	}
+// startDemoWith is startDemo with options (e.g. three mgmt voters); the
+// volume is always e2eVolumeSize.
+func startDemoWith(t *testing.T, o demo.Options) *demo.Cluster {
+	o.VolumeSize = e2eVolumeSize
+	return demotest.Start(t, o)
 }
 
 // run runs an external tool with a time limit and returns its combined

@@ -7,15 +7,9 @@ import (
 	"time"
 
 	"keel/demo"
+	"keel/internal/demotest"
 	"keel/internal/testbin"
 )
-
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // start runs the demo in dir and checks it has want mgmt voters, each in
 // demo.env, with a leader.
@@ -23,7 +17,7 @@ func start(t *testing.T, dir string, mgmt, want int) *demo.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl, err := demo.Start(ctx, demo.Options{Dir: dir, Binary: testbin.Keel(t), VolumeSize: 1 << 30, DiskSize: 1 << 30, Mgmt: mgmt, Out: logWriter{t}})
+	cl, err := demo.Start(ctx, demo.Options{Dir: dir, Binary: testbin.Keel(t), VolumeSize: 1 << 30, DiskSize: 1 << 30, Mgmt: mgmt, Out: demotest.LogWriter{T: t}})
 	if err != nil {
 		t.Fatalf("demo.Start (--mgmt %d): %v", mgmt, err)
 	}

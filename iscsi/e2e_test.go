@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"keel/demo"
+	"keel/internal/demotest"
 	"keel/internal/testbin"
 	"keel/mgmt/apiclient"
 )
@@ -28,47 +29,8 @@ import (
 // in some tests, and the target accepts at most 64 MiB of data per command.
 const e2eVolumeSize = 64 << 20
 
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func startDemo(t *testing.T) *demo.Cluster {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test (real processes); skipped with -short")
-	}
-	bin := testbin.Keel(t)
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cl, err := demo.Start(ctx, demo.Options{Dir: dir, Binary: bin, VolumeSize: e2eVolumeSize, Out: logWriter{t}})
-	if err != nil {
-		showLogs(t, dir)
-		t.Fatalf("demo.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cl.Stop(); err != nil {
-			t.Errorf("demo stop: %v", err)
-		}
-		if t.Failed() {
-			showLogs(t, dir)
-		}
-	})
-	return cl
-}
-
-func showLogs(t *testing.T, dir string) {
-	logs, _ := filepath.Glob(filepath.Join(dir, "node*", "log", "*.log"))
-	for _, l := range logs {
-		b, _ := os.ReadFile(l)
-		if len(b) > 6000 {
-			b = b[len(b)-6000:]
-		}
-		t.Logf("---- %s (tail) ----\n%s", l, b)
-	}
+	return demotest.Start(t, demo.Options{VolumeSize: e2eVolumeSize})
 }
 
 // configure applies iSCSIConfig commands and waits until the controller
