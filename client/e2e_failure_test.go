@@ -90,14 +90,7 @@ func TestE2EServerKilledDuringFio(t *testing.T) {
 	}
 	// Redundancy is back: the restarted server's disks come back
 	// recovering, copy what they missed from their peers, and are up.
-	waitDisks(t, ctx, cl, 90*time.Second, func(s map[int]string) bool {
-		for _, st := range s {
-			if st != "up" {
-				return false
-			}
-		}
-		return true
-	})
+	waitDisks(t, ctx, cl, 90*time.Second, allUp)
 	for d := 1; d <= 2; d++ {
 		t.Logf("disk %d recovery: %v", victim*10+d, recoveryReport(t, ctx, cl.API(), victim*10+d))
 	}

@@ -58,6 +58,45 @@ func (w *slotWriter) run() {
 	}
 }
 
+// startSlotWriter connects to the demo volume over NBD and starts writing
+// slots spread over it.
+func startSlotWriter(t *testing.T, env map[string]string, slots int) *slotWriter {
+	t.Helper()
+	u, err := url.Parse(env["KEEL_NBD_URI"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := dialNBD(u.Host, env["KEEL_VOLUME"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &slotWriter{conn: conn, slots: slots, stride: e2eVolumeSize / int64(slots), last: make([]int, slots),
+		stop: make(chan struct{}), stopped: make(chan error, 1)}
+	for i := range w.last {
+		w.last[i] = -1
+	}
+	go w.run()
+	return w
+}
+
+// waitWrites waits until n writes were acknowledged; the writer failing
+// or stalling for 90 s fails the test.
+func (w *slotWriter) waitWrites(t *testing.T, n int64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for w.done.Load() < n {
+		select {
+		case err := <-w.stopped:
+			t.Fatalf("writer failed %s: %v", what, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writer stalled %s: %d writes, want %d", what, w.done.Load(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // verify reads every slot back and compares it with its last write.
 func (w *slotWriter) verify(t *testing.T) {
 	t.Helper()
@@ -100,38 +139,10 @@ func TestE2EMgmtLeaderKilled(t *testing.T) {
 		t.Errorf("status line %q does not show the leader (node %d)", line, leader)
 	}
 
-	u, err := url.Parse(env["KEEL_NBD_URI"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := dialNBD(u.Host, env["KEEL_VOLUME"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	const slots = 256
-	w := &slotWriter{conn: conn, slots: slots, stride: e2eVolumeSize / slots, last: make([]int, slots),
-		stop: make(chan struct{}), stopped: make(chan error, 1)}
-	for i := range w.last {
-		w.last[i] = -1
-	}
-	go w.run()
-	waitWrites := func(n int64, what string) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for w.done.Load() < n {
-			select {
-			case err := <-w.stopped:
-				t.Fatalf("writer failed %s: %v", what, err)
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("writer stalled %s: %d writes, want %d", what, w.done.Load(), n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitWrites(2*slots, "before the kill") // every object written at least once
+	w := startSlotWriter(t, env, slots)
+	defer w.conn.Close()
+	w.waitWrites(t, 2*slots, "before the kill") // every object written at least once
 
 	// A metadata client with short timeouts over every mgmt node.
 	tok, err := apiclient.ReadToken(env["KEEL_API_TOKEN_FILE"])
@@ -219,7 +230,7 @@ func TestE2EMgmtLeaderKilled(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	waitWrites(w.done.Load()+slots, "after the rejoin")
+	w.waitWrites(t, w.done.Load()+slots, "after the rejoin")
 	close(w.stop)
 	if err := <-w.stopped; err != nil {
 		t.Fatalf("writer: %v", err)
@@ -242,38 +253,10 @@ func TestE2EMgmtLeaderAndServerKilled(t *testing.T) {
 	if err != nil || leader < 1 || leader > 3 {
 		t.Fatalf("mgmt leader: %d, %v", leader, err)
 	}
-	u, err := url.Parse(env["KEEL_NBD_URI"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := dialNBD(u.Host, env["KEEL_VOLUME"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	const slots = 256
-	w := &slotWriter{conn: conn, slots: slots, stride: e2eVolumeSize / slots, last: make([]int, slots),
-		stop: make(chan struct{}), stopped: make(chan error, 1)}
-	for i := range w.last {
-		w.last[i] = -1
-	}
-	go w.run()
-	waitWrites := func(n int64, what string) {
-		t.Helper()
-		deadline := time.Now().Add(90 * time.Second)
-		for w.done.Load() < n {
-			select {
-			case err := <-w.stopped:
-				t.Fatalf("writer failed %s: %v", what, err)
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("writer stalled %s: %d writes, want %d", what, w.done.Load(), n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitWrites(slots, "before the kills")
+	w := startSlotWriter(t, env, slots)
+	defer w.conn.Close()
+	w.waitWrites(t, slots, "before the kills")
 	victim := leader%3 + 1 // a server on another node than the mgmt leader
 	if err := cl.Kill("mgmt", leader); err != nil {
 		t.Fatal(err)
@@ -283,7 +266,7 @@ func TestE2EMgmtLeaderAndServerKilled(t *testing.T) {
 	}
 	killed := time.Now()
 	t.Logf("SIGKILLed the mgmt leader (node %d) and the server of node %d after %d writes", leader, victim, w.done.Load())
-	waitWrites(w.done.Load()+2*slots, "after the kills")
+	w.waitWrites(t, w.done.Load()+2*slots, "after the kills")
 	t.Logf("%d more writes over every object within %v of the kills", 2*slots, time.Since(killed).Round(time.Millisecond))
 	close(w.stop)
 	if err := <-w.stopped; err != nil {

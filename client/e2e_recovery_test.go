@@ -227,6 +227,16 @@ func waitDisks(t *testing.T, ctx context.Context, cl *demo.Cluster, limit time.D
 
 // progressShown reports whether a line of keel task list --wait shows a
 // task part done.
+// allUp is a waitDisks condition: every disk is up (redundancy is back).
+func allUp(s map[int]string) bool {
+	for _, st := range s {
+		if st != "up" {
+			return false
+		}
+	}
+	return true
+}
+
 func progressShown(out string) bool {
 	for _, l := range strings.Split(out, "\n") {
 		var d, done, all int
@@ -299,14 +309,7 @@ func TestE2ERecoveryWhileWriting(t *testing.T) {
 	}
 	// Rewrite region A (paced, so that it overlaps the recovery).
 	fioRun("region A during the recovery", region("0", 3, "--rate=4m"))
-	waitDisks(t, ctx, cl, 120*time.Second, func(s map[int]string) bool {
-		for _, st := range s {
-			if st != "up" {
-				return false
-			}
-		}
-		return true
-	})
+	waitDisks(t, ctx, cl, 120*time.Second, allUp)
 	for d := 1; d <= 2; d++ {
 		t.Logf("disk %d recovery: %v", victim*10+d, recoveryReport(t, ctx, cl.API(), victim*10+d))
 	}
@@ -359,14 +362,7 @@ func TestE2ERecoveryAfterEveryServerStopped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitDisks(t, ctx, cl, 120*time.Second, func(s map[int]string) bool {
-		for _, st := range s {
-			if st != "up" {
-				return false
-			}
-		}
-		return true
-	})
+	waitDisks(t, ctx, cl, 120*time.Second, allUp)
 	got := make([]byte, len(data))
 	for off := 0; off < len(data); off += 1 << 20 {
 		if err := nbd.ReadAt(got[off:off+1<<20], int64(96<<20+off)); err != nil {
