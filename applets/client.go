@@ -31,6 +31,9 @@ Writes go to every up replica and are acknowledged when all did; a replica
 that does not answer within client.io_timeout is reported to mgmt and left
 out only once mgmt committed it down. A volume taken over by another
 attachment (a newer fencing token) is closed to its users with I/O errors.
+On start it renews the fencing tokens of its read-write attachments before
+it writes. Writes wait while mgmt has not accepted its heartbeat for
+client.mgmt_lease (a client cut off from mgmt stops writing); reads go on.
 
 It tells systemd it is ready (Type=notify) after the first sync with mgmt,
 and on SIGTERM flushes and closes every export.

@@ -31,7 +31,8 @@ exist.
 
 Configuration keys: mgmt.listen, mgmt.raft_addr, mgmt.api_advertise,
 mgmt.snapshot_threshold, mgmt.trailing_logs, mgmt.snapshot_interval,
-mgmt.service_timeout, mgmt.reuse_server_implicit, node.id (the member id).
+mgmt.service_timeout, mgmt.client_write_grace, mgmt.reuse_server_implicit,
+node.id (the member id).
 
 Exit status: 0 after SIGTERM/SIGINT, 1 when the service failed, 2 for a
 wrong invocation.`
