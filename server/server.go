@@ -121,7 +121,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	cfg := wire.ServerConfig{Secret: o.Secret, Self: wire.Peer{NodeID: o.NodeID, Role: "server", Name: o.Name},
-		Handler: srv, Log: o.Log, Concurrency: o.Concurrency}
+		Handler: srv, Log: o.Log, Concurrency: o.Concurrency, Inline: inline}
 	var lns []net.Listener
 	if o.Listen != "" {
 		ln, err := net.Listen("tcp", o.Listen)
@@ -178,6 +178,13 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	return first
+}
+
+// inline: reads and writes without FUA are served by a connection's
+// reader when nothing waits behind them (wire.ServerConfig.Inline); a
+// FUA write or a FLUSH waits for the disk's cache and goes to a worker.
+func inline(r *wire.Request) bool {
+	return r.Op == wire.OpRead || r.Op == wire.OpWrite && r.Flags&wire.FlagFUA == 0
 }
 
 // ServeWire answers one request.

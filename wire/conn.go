@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +21,8 @@ type Client struct {
 	conn net.Conn
 	Peer Peer
 
-	out  chan *call
+	out batchWriter
+
 	mu   sync.Mutex
 	wait map[uint64]*call
 	err  error
@@ -31,10 +31,11 @@ type Client struct {
 }
 
 type call struct {
-	req  *Request
-	resp *Response
-	done chan struct{}
-	err  error
+	resp     *Response
+	done     chan struct{}
+	err      error
+	op       Op
+	deadline int64 // monotonic nanoseconds (see now); 0: none
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -57,9 +58,10 @@ func Dial(ctx context.Context, network, addr string, secret []byte, self Peer) (
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	conn.SetDeadline(time.Time{})
-	c := &Client{conn: conn, Peer: peer, out: make(chan *call, 256), wait: map[uint64]*call{}, done: make(chan struct{})}
-	go c.writeLoop()
+	c := &Client{conn: conn, Peer: peer, wait: map[uint64]*call{}, done: make(chan struct{})}
+	c.out.conn = conn
 	go c.readLoop()
+	sweeper.add(c)
 	return c, nil
 }
 
@@ -91,9 +93,12 @@ func (c *Client) shut(err error) {
 	c.wait = map[uint64]*call{}
 	close(c.done)
 	c.mu.Unlock()
+	sweeper.remove(c)
 	c.conn.Close()
 	for _, cl := range waiting {
-		cl.err = err
+		if cl.err == nil {
+			cl.err = err
+		}
 		cl.done <- struct{}{}
 	}
 }
@@ -102,32 +107,69 @@ func (c *Client) shut(err error) {
 // buffer is reused when large enough). A non-OK status is returned as a
 // *StatusError.
 func (c *Client) Do(ctx context.Context, req *Request, resp *Response) error {
+	return c.DoTimeout(ctx, 0, req, resp)
+}
+
+// DoTimeout is Do bounded by timeout as well as by ctx (0: ctx only).
+// The bound is kept by a sweep of the connection's pending calls rather
+// than a timer per call, so it fires up to sweepEvery late. A call that
+// times out, like a cancelled one, closes the connection: its reply could
+// no longer be told apart; the error wraps context.DeadlineExceeded.
+func (c *Client) DoTimeout(ctx context.Context, timeout time.Duration, req *Request, resp *Response) error {
+	cl, err := c.Start(timeout, req, resp)
+	if err != nil {
+		return err
+	}
+	return cl.Wait(ctx)
+}
+
+// Call is a request sent by Start whose reply Wait collects.
+type Call struct {
+	c  *Client
+	cl *call
+}
+
+// Start sends req without waiting for its reply, bounded by timeout as
+// in DoTimeout; the caller must Wait for it, and must not touch req's Data
+// or resp until then. Sending one request to each of several servers with
+// Start and then waiting for all costs no goroutine per request.
+func (c *Client) Start(timeout time.Duration, req *Request, resp *Response) (Call, error) {
 	cl := callPool.Get().(*call)
-	cl.req, cl.resp, cl.err = req, resp, nil
+	cl.resp, cl.err, cl.op, cl.deadline = resp, nil, req.Op, 0
+	if timeout > 0 {
+		cl.deadline = now() + int64(timeout)
+	}
 	req.ID = c.next.Add(1)
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
 		callPool.Put(cl)
-		return err
+		return Call{}, err
 	}
 	c.wait[req.ID] = cl
 	c.mu.Unlock()
-	select {
-	case c.out <- cl:
-	case <-c.done:
+	if err := c.out.send(req); err != nil {
+		c.shut(fmt.Errorf("%w: %v", ErrClosed, err))
 	}
+	return Call{c: c, cl: cl}, nil
+}
+
+// Wait waits for the reply of a started call (see Do for the result).
+// When ctx ends first the connection is closed, as in Do.
+func (k Call) Wait(ctx context.Context) error {
+	c, cl := k.c, k.cl
 	select {
 	case <-cl.done:
 	case <-ctx.Done():
 		// The reply may still come; the connection cannot tell. Drop it.
-		c.shut(fmt.Errorf("%w: %s cancelled: %v", ErrClosed, req.Op, ctx.Err()))
+		c.shut(fmt.Errorf("%w: %s cancelled: %v", ErrClosed, cl.op, ctx.Err()))
 		<-cl.done
 		callPool.Put(cl)
 		return ctx.Err()
 	}
 	err := cl.err
+	resp := cl.resp
 	callPool.Put(cl)
 	if err != nil {
 		return err
@@ -135,34 +177,24 @@ func (c *Client) Do(ctx context.Context, req *Request, resp *Response) error {
 	return resp.Err()
 }
 
-func (c *Client) writeLoop() {
-	bw := bufio.NewWriterSize(c.conn, 256<<10)
-	var buf []byte
-	for {
-		var cl *call
-		select {
-		case cl = <-c.out:
-		case <-c.done:
-			return
-		}
-		buf = EncodeRequest(buf[:0], cl.req)
-		if _, err := bw.Write(buf); err != nil {
-			c.shut(fmt.Errorf("%w: %v", ErrClosed, err))
-			return
-		}
-		// Flush only when no other request is queued, after letting the
-		// goroutines that are about to queue one do so: pipelined requests
-		// share system calls.
-		if len(c.out) == 0 {
-			runtime.Gosched()
-		}
-		if len(c.out) == 0 {
-			if err := bw.Flush(); err != nil {
-				c.shut(fmt.Errorf("%w: %v", ErrClosed, err))
-				return
-			}
+// expire fails the connection when a call is past its deadline.
+func (c *Client) expire(t int64) {
+	c.mu.Lock()
+	var late *call
+	for id, cl := range c.wait {
+		if cl.deadline != 0 && cl.deadline < t {
+			late = cl
+			delete(c.wait, id) // its reply, should it come now, is refused
+			break
 		}
 	}
+	c.mu.Unlock()
+	if late == nil {
+		return
+	}
+	c.shut(fmt.Errorf("%w: a %s request got no reply in time", ErrClosed, late.op))
+	late.err = fmt.Errorf("%w: %s got no reply in time: %w", ErrClosed, late.op, context.DeadlineExceeded)
+	late.done <- struct{}{}
 }
 
 func (c *Client) readLoop() {
@@ -198,6 +230,123 @@ func (c *Client) readLoop() {
 	}
 }
 
+// monotonic clock for call deadlines
+var epoch = time.Now()
+
+func now() int64 { return int64(time.Since(epoch)) }
+
+// sweepEvery is how often pending calls are checked against their
+// deadlines.
+const sweepEvery = 100 * time.Millisecond
+
+// sweeper checks the deadlines of every live client's calls.
+var sweeper = &clientSweeper{clients: map[*Client]struct{}{}}
+
+type clientSweeper struct {
+	mu      sync.Mutex
+	clients map[*Client]struct{}
+	running bool
+}
+
+func (s *clientSweeper) add(c *Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clients[c] = struct{}{}
+	if !s.running {
+		s.running = true
+		go s.run()
+	}
+}
+
+func (s *clientSweeper) remove(c *Client) {
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+}
+
+// run sweeps while there are clients; the next add starts it again.
+func (s *clientSweeper) run() {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	var cs []*Client
+	for range t.C {
+		s.mu.Lock()
+		if len(s.clients) == 0 {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		cs = cs[:0]
+		for c := range s.clients {
+			cs = append(cs, c)
+		}
+		s.mu.Unlock()
+		t := now()
+		for _, c := range cs {
+			c.expire(t)
+		}
+	}
+}
+
+// batchWriter writes frames to a connection from many goroutines without
+// a writer goroutine: a sender appends its frame and, when no other sender
+// is writing, writes everything queued, including what others appended
+// meanwhile, in one system call. Pipelined frames share system calls
+// without a hand-off between goroutines.
+type batchWriter struct {
+	conn    net.Conn
+	mu      sync.Mutex
+	buf     []byte
+	spare   []byte
+	writing bool
+	err     error
+}
+
+// maxKeptBuffer bounds the buffer a batchWriter keeps between writes.
+const maxKeptBuffer = 8 << 20
+
+// frame is a request or a response to send.
+type frame interface{ appendTo([]byte) []byte }
+
+func (r *Request) appendTo(b []byte) []byte  { return EncodeRequest(b, r) }
+func (r *Response) appendTo(b []byte) []byte { return EncodeResponse(b, r) }
+
+// send appends one frame and returns the first write error of the
+// connection, if any.
+func (w *batchWriter) send(f frame) error {
+	w.mu.Lock()
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.buf = f.appendTo(w.buf)
+	if w.writing {
+		w.mu.Unlock()
+		return nil
+	}
+	w.writing = true
+	for len(w.buf) > 0 && w.err == nil {
+		b := w.buf
+		w.buf = w.spare[:0]
+		w.mu.Unlock()
+		_, err := w.conn.Write(b)
+		w.mu.Lock()
+		if cap(b) <= maxKeptBuffer {
+			w.spare = b[:0]
+		} else {
+			w.spare = nil
+		}
+		if err != nil {
+			w.err = err
+		}
+	}
+	w.writing = false
+	err := w.err
+	w.mu.Unlock()
+	return err
+}
+
 // Handler answers requests. ServeWire fills resp (Status, Version, Data);
 // resp.Data arrives empty with a reusable buffer of capacity MaxIO.
 // It is called concurrently.
@@ -214,6 +363,12 @@ type ServerConfig struct {
 	// Concurrency bounds the requests of one connection served at once
 	// (default 64).
 	Concurrency int
+	// Inline reports whether a request is quick enough to be served by
+	// the connection's reader itself when no other request is waiting
+	// behind it (nil: never). That saves a hand-off to a worker per
+	// request at low queue depth; requests that arrive together still
+	// run in parallel.
+	Inline func(*Request) bool
 }
 
 type exchange struct {
@@ -279,65 +434,46 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 	conn.SetDeadline(time.Time{})
 	cfg.Log.Debug("data-protocol peer connected", "peer", peer.String(), "remote", conn.RemoteAddr().String())
 
-	replies := make(chan *exchange, cfg.Concurrency)
-	sem := make(chan struct{}, cfg.Concurrency)
-	var inflight sync.WaitGroup
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		bw := bufio.NewWriterSize(conn, 256<<10)
-		var buf []byte
-		failed := false
-		for ex := range replies {
-			if !failed {
-				buf = EncodeResponse(buf[:0], &ex.resp)
-				_, err := bw.Write(buf)
-				if err == nil && len(replies) == 0 {
-					runtime.Gosched() // as in Client.writeLoop
-				}
-				if err == nil && len(replies) == 0 {
-					err = bw.Flush()
-				}
-				if err != nil {
-					failed = true
-					conn.Close() // the reader stops too
-				}
-			}
-			exchangePool.Put(ex)
-			<-sem
+	out := &batchWriter{conn: conn}
+	serve := func(ex *exchange) {
+		ex.resp = Response{ID: ex.req.ID, Data: ex.resp.Data[:0]}
+		cfg.Handler.ServeWire(peer, &ex.req, &ex.resp)
+		if out.send(&ex.resp) != nil {
+			conn.Close() // the reader stops too
 		}
-	}()
+		exchangePool.Put(ex)
+	}
 	// A fixed set of workers rather than a goroutine per request: their
 	// stacks, once grown by the disk path, stay grown (stack growth was a
-	// sixth of the CPU time of a 4 KiB read).
-	work := make(chan *exchange, cfg.Concurrency)
+	// sixth of the CPU time of a 4 KiB read). Their number bounds the
+	// requests served at once.
+	work := make(chan *exchange)
+	var workers sync.WaitGroup
 	for range cfg.Concurrency {
-		inflight.Add(1)
+		workers.Add(1)
 		go func() {
-			defer inflight.Done()
+			defer workers.Done()
 			for ex := range work {
-				ex.resp = Response{ID: ex.req.ID, Data: ex.resp.Data[:0]}
-				cfg.Handler.ServeWire(peer, &ex.req, &ex.resp)
-				replies <- ex
+				serve(ex)
 			}
 		}()
 	}
 	br := bufio.NewReaderSize(conn, 256<<10)
 	for {
-		sem <- struct{}{}
 		ex := exchangePool.Get().(*exchange)
 		if err := ReadRequest(br, &ex.req); err != nil {
 			if errors.Is(err, ErrFrame) {
 				cfg.Log.Warn("closing data-protocol connection", "peer", peer.String(), "err", err)
 			}
 			exchangePool.Put(ex)
-			<-sem
 			break
+		}
+		if br.Buffered() == 0 && cfg.Inline != nil && cfg.Inline(&ex.req) {
+			serve(ex) // nothing waits behind it
+			continue
 		}
 		work <- ex
 	}
 	close(work)
-	inflight.Wait()
-	close(replies)
-	<-writerDone
+	workers.Wait()
 }

@@ -47,7 +47,8 @@ func (h *memHandler) ServeWire(peer Peer, req *Request, resp *Response) {
 	}
 }
 
-func startServer(t *testing.T, network string, secret []byte, h Handler) string {
+// startServer serves h; inline, when given, is ServerConfig.Inline.
+func startServer(t *testing.T, network string, secret []byte, h Handler, inline ...func(*Request) bool) string {
 	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "unix" {
@@ -60,7 +61,11 @@ func startServer(t *testing.T, network string, secret []byte, h Handler) string 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctx, ln, ServerConfig{Secret: secret, Self: Peer{NodeID: 1, Role: "server", Name: "s1"}, Handler: h, Log: slog.New(slog.DiscardHandler)})
+		cfg := ServerConfig{Secret: secret, Self: Peer{NodeID: 1, Role: "server", Name: "s1"}, Handler: h, Log: slog.New(slog.DiscardHandler)}
+		if len(inline) > 0 {
+			cfg.Inline = inline[0]
+		}
+		done <- Serve(ctx, ln, cfg)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -74,10 +79,17 @@ func startServer(t *testing.T, network string, secret []byte, h Handler) string 
 var secret = []byte("0123456789abcdef0123456789abcdef")
 
 func TestPipelinedReadWrite(t *testing.T) {
-	for _, network := range []string{"tcp", "unix"} {
+	all := func(*Request) bool { return true }
+	for _, network := range []string{"tcp", "unix", "unix-inline"} {
 		t.Run(network, func(t *testing.T) {
 			h := &memHandler{objects: map[uint64][]byte{}}
-			addr := startServer(t, network, secret, h)
+			var addr string
+			if network == "unix-inline" {
+				network = "unix"
+				addr = startServer(t, network, secret, h, all)
+			} else {
+				addr = startServer(t, network, secret, h)
+			}
 			c, err := Dial(context.Background(), network, addr, secret, Peer{NodeID: 7, Role: "client", Name: "c7"})
 			if err != nil {
 				t.Fatal(err)
@@ -242,4 +254,88 @@ func FuzzServerHandshake(f *testing.F) {
 			t.Fatal("handshake accepted without the secret")
 		}
 	})
+}
+
+// blockingHandler answers nothing until release is closed.
+type blockingHandler struct{ release chan struct{} }
+
+func (h blockingHandler) ServeWire(peer Peer, req *Request, resp *Response) { <-h.release }
+
+// A call past its timeout fails with context.DeadlineExceeded, soon after
+// the timeout, and takes the connection (and the other calls on it) down:
+// a late reply could not be told apart.
+func TestDoTimeout(t *testing.T) {
+	h := blockingHandler{release: make(chan struct{})}
+	addr := startServer(t, "unix", secret, h)
+	defer close(h.release) // before the server's cleanup waits for its workers
+	c, err := Dial(context.Background(), "unix", addr, secret, Peer{Role: "client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var other Response
+	pending, err := c.Start(0, &Request{Op: OpRead, Volume: 1, Length: 4096}, &other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var resp Response
+	err = c.DoTimeout(context.Background(), 200*time.Millisecond, &Request{Op: OpRead, Volume: 2, Length: 4096}, &resp)
+	took := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrClosed) {
+		t.Fatalf("timed-out call: %v, want DeadlineExceeded and ErrClosed", err)
+	}
+	if took < 200*time.Millisecond || took > 200*time.Millisecond+3*sweepEvery {
+		t.Fatalf("timed out after %v, want 200ms (+ at most %v)", took, 3*sweepEvery)
+	}
+	if err := pending.Wait(context.Background()); !errors.Is(err, ErrClosed) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("other call on the connection: %v, want ErrClosed", err)
+	}
+	if !c.Closed() {
+		t.Fatal("connection still open after a timeout")
+	}
+}
+
+// Requests sent with Start to one connection complete independently and
+// each Wait gets its own reply.
+func TestStartWait(t *testing.T) {
+	h := &memHandler{objects: map[uint64][]byte{}}
+	addr := startServer(t, "unix", secret, h, func(r *Request) bool { return r.Op == OpRead })
+	c, err := Dial(context.Background(), "unix", addr, secret, Peer{Role: "client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 40
+	reqs := make([]Request, n)
+	resps := make([]Response, n)
+	calls := make([]Call, n)
+	for i := range n {
+		reqs[i] = Request{Op: OpWrite, Volume: 3, Offset: uint64(i) * 4096, Length: 4096, Data: bytes.Repeat([]byte{byte(i + 1)}, 4096), Version: uint64(i + 1)}
+		if calls[i], err = c.Start(time.Second, &reqs[i], &resps[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		if err := calls[i].Wait(context.Background()); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if resps[i].Version != uint64(i+1) {
+			t.Fatalf("write %d got the reply of another request (version %d)", i, resps[i].Version)
+		}
+	}
+	for i := range n {
+		reqs[i] = Request{Op: OpRead, Volume: 3, Offset: uint64(i) * 4096, Length: 4096}
+		if calls[i], err = c.Start(0, &reqs[i], &resps[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := n - 1; i >= 0; i-- {
+		if err := calls[i].Wait(context.Background()); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		if !bytes.Equal(resps[i].Data, bytes.Repeat([]byte{byte(i + 1)}, 4096)) {
+			t.Fatalf("read %d returned other data", i)
+		}
+	}
 }
