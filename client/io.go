@@ -185,16 +185,7 @@ func (v *Volume) mutate(ctx context.Context, op wire.Op, e extent, data []byte, 
 		return err
 	}
 	version := v.nextVersion()
-	errs := make([]error, len(reps))
-	var wg sync.WaitGroup
-	for i, r := range reps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = v.mutateReplica(ctx, r, op, e, data, fua, version)
-		}()
-	}
-	wg.Wait()
+	errs := v.mutateAll(ctx, reps, op, e, data, fua, version)
 	acked := 0
 	var fail []error
 	for i, err := range errs {
@@ -237,12 +228,52 @@ func (v *Volume) markDown(ctx context.Context, disk uint32, cause error) error {
 	return nil
 }
 
-func (v *Volume) mutateReplica(ctx context.Context, r replica, op wire.Op, e extent, data []byte, fua bool, version uint64) error {
-	req := wire.Request{Op: op, Volume: v.layout.Layers[0], Index: e.index, Offset: e.offset,
+// mutateAll sends the request to every replica at once and then waits
+// for every answer, without a goroutine per replica. A replica that does
+// not have the object yet, or whose connection was found broken, then
+// goes through mutateReplica (those in parallel).
+func (v *Volume) mutateAll(ctx context.Context, reps []replica, op wire.Op, e extent, data []byte, fua bool, version uint64) []error {
+	errs := make([]error, len(reps))
+	calls := make([]wire.Call, len(reps))
+	reqs := make([]wire.Request, len(reps))
+	resps := make([]wire.Response, len(reps))
+	for i, r := range reps {
+		reqs[i] = v.mutation(r, op, e, data, fua, version)
+		calls[i], errs[i] = v.pool.start(ctx, r.addr, v.timeout, &reqs[i], &resps[i])
+	}
+	var again []int
+	for i := range reps {
+		if errs[i] == nil {
+			errs[i] = calls[i].Wait(ctx)
+		}
+		if statusOf(errs[i]) == wire.StatusNotFound || retryable(ctx, errs[i]) {
+			again = append(again, i)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, i := range again {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = v.mutateReplica(ctx, reps[i], op, e, data, fua, version)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// mutation is the request of a write or zeroing to replica r.
+func (v *Volume) mutation(r replica, op wire.Op, e extent, data []byte, fua bool, version uint64) wire.Request {
+	req := wire.Request{Op: op, Disk: r.disk, Volume: v.layout.Layers[0], Index: e.index, Offset: e.offset,
 		Length: uint32(e.length), Token: v.layout.Token, Fence: v.layout.Fence, Version: version, Data: data}
 	if fua {
 		req.Flags |= wire.FlagFUA
 	}
+	return req
+}
+
+func (v *Volume) mutateReplica(ctx context.Context, r replica, op wire.Op, e extent, data []byte, fua bool, version uint64) error {
+	req := v.mutation(r, op, e, data, fua, version)
 	var resp wire.Response
 	err := v.call(ctx, r, &req, &resp)
 	if statusOf(err) != wire.StatusNotFound {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"keel/wire"
 )
@@ -36,7 +37,7 @@ func NewPool(secret []byte, self wire.Peer, conns int) *Pool {
 
 // get returns a live connection to addr, dialling one if needed. A path
 // (containing '/') is a unix socket, anything else TCP.
-func (p *Pool) get(ctx context.Context, addr string) (*wire.Client, error) {
+func (p *Pool) get(ctx context.Context, addr string, timeout time.Duration) (*wire.Client, error) {
 	p.mu.Lock()
 	pc := p.peers[addr]
 	if pc == nil {
@@ -54,6 +55,11 @@ func (p *Pool) get(ctx context.Context, addr string) (*wire.Client, error) {
 	if strings.Contains(addr, "/") {
 		network = "unix"
 	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	c, err := wire.Dial(ctx, network, addr, p.secret, p.self)
 	if err != nil {
 		return nil, err
@@ -62,17 +68,18 @@ func (p *Pool) get(ctx context.Context, addr string) (*wire.Client, error) {
 	return c, nil
 }
 
-// do sends one request to addr. A request that fails because its
-// connection broke is retried once on a fresh connection: the first
-// failure may be a connection the server closed while idle.
-func (p *Pool) do(ctx context.Context, addr string, req *wire.Request, resp *wire.Response) error {
+// do sends one request to addr, bounded by timeout (0: ctx only; it
+// bounds a dial too). A request that fails because its connection broke
+// is retried once on a fresh connection: the first failure may be a
+// connection the server closed while idle. One that timed out is not.
+func (p *Pool) do(ctx context.Context, addr string, timeout time.Duration, req *wire.Request, resp *wire.Response) error {
 	for attempt := 0; ; attempt++ {
-		c, err := p.get(ctx, addr)
+		c, err := p.get(ctx, addr, timeout)
 		if err != nil {
 			return err
 		}
-		err = c.Do(ctx, req, resp)
-		if err == nil || attempt > 0 || !errors.Is(err, wire.ErrClosed) || ctx.Err() != nil {
+		err = c.DoTimeout(ctx, timeout, req, resp)
+		if err == nil || attempt > 0 || !retryable(ctx, err) {
 			return err
 		}
 	}
@@ -92,4 +99,22 @@ func (p *Pool) Close() {
 		pc.mu.Unlock()
 	}
 	p.peers = map[string]*peerConns{}
+}
+
+// start sends one request to addr without waiting (wire.Client.Start).
+// Unlike do it does not retry: the caller falls back to do when the
+// result calls for it (see retryable).
+func (p *Pool) start(ctx context.Context, addr string, timeout time.Duration, req *wire.Request, resp *wire.Response) (wire.Call, error) {
+	c, err := p.get(ctx, addr, timeout)
+	if err != nil {
+		return wire.Call{}, err
+	}
+	return c.Start(timeout, req, resp)
+}
+
+// retryable reports whether a request that failed with err may be sent
+// again on a fresh connection: its connection broke (not a timeout, not
+// a dial failure, not the caller's cancellation).
+func retryable(ctx context.Context, err error) bool {
+	return errors.Is(err, wire.ErrClosed) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
 }

@@ -261,8 +261,6 @@ func transportFailure(err error) bool {
 
 // call sends one request to one replica within the replica timeout.
 func (v *Volume) call(ctx context.Context, r replica, req *wire.Request, resp *wire.Response) error {
-	ctx, cancel := context.WithTimeout(ctx, v.timeout)
-	defer cancel()
 	req.Disk = r.disk
-	return v.pool.do(ctx, r.addr, req, resp)
+	return v.pool.do(ctx, r.addr, v.timeout, req, resp)
 }
