@@ -53,6 +53,9 @@ func (d *fileDevice) Close() error {
 // starts.
 func (d *fileDevice) setDataOffset(off int64) { d.directFrom = off }
 
+// cached reports whether data I/O goes through the page cache.
+func (d *fileDevice) cached() bool { return d.direct == nil }
+
 const directAlign = 4096
 
 // bouncePool holds *[]byte (a pointer, so Put does not allocate).

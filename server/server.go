@@ -121,7 +121,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	cfg := wire.ServerConfig{Secret: o.Secret, Self: wire.Peer{NodeID: o.NodeID, Role: "server", Name: o.Name},
-		Handler: srv, Log: o.Log, Concurrency: o.Concurrency, Inline: inline}
+		Handler: srv, Log: o.Log, Concurrency: o.Concurrency, Inline: srv.inline}
 	var lns []net.Listener
 	if o.Listen != "" {
 		ln, err := net.Listen("tcp", o.Listen)
@@ -180,12 +180,19 @@ func Run(ctx context.Context, o Options) error {
 	return first
 }
 
-// inline: reads and writes without FUA are served by a connection's
-// reader when nothing waits behind them (wire.ServerConfig.Inline); a
-// FUA write or a FLUSH waits for the disk's cache and goes to a worker.
-func inline(r *wire.Request) bool {
-	return r.Op == wire.OpRead || r.Op == wire.OpWrite && r.Flags&wire.FlagFUA == 0
+// inline: small reads and small writes without FUA on a disk whose data
+// goes through the page cache are served by a connection's reader when
+// nothing waits behind them (wire.ServerConfig.Inline). A FUA write or a
+// FLUSH waits for the device, so does any I/O with O_DIRECT, and a large
+// request would keep the next one (not yet in the reader's buffer)
+// waiting: those go to a worker, and run in parallel.
+func (s *Server) inline(r *wire.Request) bool {
+	st := s.disks[r.Disk]
+	return st != nil && st.cached && r.Length <= inlineMax &&
+		(r.Op == wire.OpRead || r.Op == wire.OpWrite && r.Flags&wire.FlagFUA == 0)
 }
+
+const inlineMax = 64 << 10
 
 // ServeWire answers one request.
 func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Response) {

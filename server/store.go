@@ -106,9 +106,10 @@ const stripes = 256
 
 // Store is one disk's object store. All methods are safe for concurrent use.
 type Store struct {
-	dev   Device
-	timed *timedDevice // dev, seen by the watchdog
-	sb    Superblock
+	dev    Device
+	timed  *timedDevice // dev, seen by the watchdog
+	sb     Superblock
+	cached bool // data I/O through the page cache (or memory): no device wait
 
 	flushMu sync.Mutex   // serialises flushes
 	gate    sync.RWMutex // data ops hold R; flush encode, create and delete hold W
@@ -166,6 +167,10 @@ func Open(dev Device) (*Store, error) {
 	s := &Store{dev: timed, timed: timed, sb: sb, objects: map[ObjectID]*object{}, byInc: map[uint64]*object{}, failedCh: make(chan struct{}),
 		dirtyAU: map[int32]struct{}{}, dirtyObj: map[int]struct{}{}, objAUs: int(sb.ObjectSize / AUSize)}
 	timed.setDataOffset(int64(sb.DataOff))
+	s.cached = true
+	if c, ok := dev.(interface{ cached() bool }); ok {
+		s.cached = c.cached()
+	}
 	if err := s.load(); err != nil {
 		return nil, fmt.Errorf("open disk %d: %w", sb.DiskID, err)
 	}

@@ -293,17 +293,26 @@ func (s *clientSweeper) run() {
 // is writing, writes everything queued, including what others appended
 // meanwhile, in one system call. Pipelined frames share system calls
 // without a hand-off between goroutines.
+// A sender finding maxBatch bytes queued waits until the writer took
+// them, so a burst of large frames holds at most about maxBatch plus one
+// frame per connection.
 type batchWriter struct {
 	conn    net.Conn
 	mu      sync.Mutex
+	drained sync.Cond // signalled (with mu) when the writer took the queue
+	waiters int
 	buf     []byte
 	spare   []byte
 	writing bool
 	err     error
 }
 
-// maxKeptBuffer bounds the buffer a batchWriter keeps between writes.
-const maxKeptBuffer = 8 << 20
+const (
+	// maxBatch is the most bytes queued before senders wait.
+	maxBatch = 1 << 20
+	// maxKeptBuffer bounds the buffer a batchWriter keeps between writes.
+	maxKeptBuffer = maxBatch + MaxIO + requestHeader
+)
 
 // frame is a request or a response to send.
 type frame interface{ appendTo([]byte) []byte }
@@ -315,6 +324,14 @@ func (r *Response) appendTo(b []byte) []byte { return EncodeResponse(b, r) }
 // connection, if any.
 func (w *batchWriter) send(f frame) error {
 	w.mu.Lock()
+	for w.writing && len(w.buf) >= maxBatch && w.err == nil {
+		if w.drained.L == nil {
+			w.drained.L = &w.mu
+		}
+		w.waiters++
+		w.drained.Wait()
+		w.waiters--
+	}
 	if w.err != nil {
 		err := w.err
 		w.mu.Unlock()
@@ -329,6 +346,9 @@ func (w *batchWriter) send(f frame) error {
 	for len(w.buf) > 0 && w.err == nil {
 		b := w.buf
 		w.buf = w.spare[:0]
+		if w.waiters > 0 {
+			w.drained.Broadcast()
+		}
 		w.mu.Unlock()
 		_, err := w.conn.Write(b)
 		w.mu.Lock()
@@ -342,6 +362,9 @@ func (w *batchWriter) send(f frame) error {
 		}
 	}
 	w.writing = false
+	if w.waiters > 0 {
+		w.drained.Broadcast() // after a write error, too
+	}
 	err := w.err
 	w.mu.Unlock()
 	return err

@@ -339,3 +339,48 @@ func TestStartWait(t *testing.T) {
 		}
 	}
 }
+
+// Many senders of large frames at once: the batch writers on both sides
+// make senders wait while a megabyte is queued, and every frame still
+// arrives whole and in its own reply.
+func TestLargeFramesFromManySenders(t *testing.T) {
+	h := &memHandler{objects: map[uint64][]byte{}}
+	addr := startServer(t, "unix", secret, h, func(*Request) bool { return true })
+	c, err := Dial(context.Background(), "unix", addr, secret, Peer{Role: "client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const size = 512 << 10
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vol := uint64(100 + g)
+			data := bytes.Repeat([]byte{byte(g + 1)}, size)
+			var resp Response
+			for i := range 4 {
+				data[i] = byte(i)
+				if err := c.Do(context.Background(), &Request{Op: OpWrite, Volume: vol, Length: size, Data: data}, &resp); err != nil {
+					errs <- err
+					return
+				}
+				if err := c.Do(context.Background(), &Request{Op: OpRead, Volume: vol, Length: size}, &resp); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(resp.Data, data) {
+					errs <- fmt.Errorf("sender %d round %d: read back other data", g, i)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}

@@ -6,4 +6,7 @@
 # KEEL_BENCH_TIME (default 5s) sets the length of each run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The test runs in ./server: a relative binary path must not reach it.
+KEEL_BINARY=$(realpath "${KEEL_BINARY:-bin/keel}")
+export KEEL_BINARY
 KEEL_BENCH=1 go test -count=1 -run '^TestLoadBench$' ./server/ -v 2>&1 | grep -E '^(4k random|--- FAIL|FAIL|panic)' || { echo "server benchmark failed" >&2; exit 1; }
