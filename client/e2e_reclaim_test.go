@@ -10,7 +10,55 @@ import (
 
 	"keel/demo"
 	"keel/mgmt/apiclient"
+	"keel/wire"
 )
+
+// layout is volume's layout as its client (1) has it, with the disks'
+// addresses.
+func (h *reclaimHarness) layout(volume string) clientLayout {
+	h.t.Helper()
+	var cv apiclient.ClientVolumes
+	if _, err := h.cl.API().Get(h.ctx, "ClientVolumes/1", nil, &cv); err != nil {
+		h.t.Fatal(err)
+	}
+	for _, v := range cv.Volumes {
+		if v.Name == volume {
+			return clientLayout{v, cv.Disks}
+		}
+	}
+	h.t.Fatalf("volume %s is not attached to client 1: %+v", volume, cv)
+	return clientLayout{}
+}
+
+type clientLayout struct {
+	apiclient.VolumeLayout
+	Disks map[string]apiclient.DiskLocation
+}
+
+// staleWritesRefused: after its layer was reclaimed everywhere, a writer
+// still holding l (its token is the newest the servers saw) can neither
+// create an object in l's own layer nor write to one: every server of
+// the first disk set answers "fenced", so the space stays reclaimed.
+func (h *reclaimHarness) staleWritesRefused(l clientLayout) {
+	h.t.Helper()
+	env := h.cl.Env()
+	layer := l.Layers[0]
+	h.t.Logf("stale writes to reclaimed layer %d on disks %v", layer, l.DiskSets[0])
+	for _, d := range l.DiskSets[0] {
+		c := dialDisk(h.t, h.ctx, env, l.Disks, d)
+		var resp wire.Response
+		err := c.Do(h.ctx, &wire.Request{Op: wire.OpCreate, Disk: d, Volume: layer, Index: 0}, &resp)
+		if se := (*wire.StatusError)(nil); !errors.As(err, &se) || se.Status != wire.StatusFenced {
+			h.t.Errorf("disk %d: create in reclaimed layer %d: %v, want refused as fenced", d, layer, err)
+		}
+		req := wire.Request{Op: wire.OpWrite, Disk: d, Volume: layer, Index: 0, Length: 4096, Data: make([]byte, 4096),
+			Token: l.Token, Fence: l.Fence}
+		err = c.Do(h.ctx, &req, &resp)
+		if se := (*wire.StatusError)(nil); !errors.As(err, &se) || se.Status != wire.StatusFenced {
+			h.t.Errorf("disk %d: write to reclaimed layer %d: %v, want refused as fenced", d, layer, err)
+		}
+	}
+}
 
 // reclaimHarness watches the disks' free space (DisksList) against what
 // it was when the harness was made.
@@ -158,12 +206,14 @@ func TestE2ESpaceReclaim(t *testing.T) {
 	h.write(conn, 0, reclaimRegion)
 	h.post("VolumeSnapshot/gc-vol", map[string]any{"name": "gc-snap"})
 	h.write(conn, 512<<20, reclaimRegion)
+	replaced := h.layout("gc-vol") // its first layer is the one the revert replaces
 	conn.Close()
 	h.reassign(map[string]any{"volume": "gc-vol", "detach": []int{1}})
 	h.waitUsed("after writing 2 x 256 MiB", nil, 2*copies, 2*copies)
 
 	h.post("VolumeRevert/gc-vol", map[string]any{"toSnapshot": "gc-snap"})
 	h.waitUsed("after the revert to the snapshot", nil, copies, copies)
+	h.staleWritesRefused(replaced)
 
 	h.post("SnapshotDelete/gc-snap", nil)
 	time.Sleep(3 * time.Second) // a few server rounds: nothing may go

@@ -15,7 +15,10 @@ import (
 // revert replaced): every interval it asks LayersToDelete, deletes the
 // objects, and confirms with LayersDeleted. Failures are logged once per
 // change and retried; deleting is idempotent, so a crash between the
-// deletion and the confirmation only repeats work.
+// deletion and the confirmation only repeats work. The layers are recorded
+// as deleted first: from then on the server refuses to create or write
+// objects in them (a stale writer would re-create space nobody reclaims),
+// and recovery does not copy them.
 func (s *Server) reclaim(ctx context.Context, api *apiclient.Client, nodeID uint32, interval time.Duration) {
 	if interval <= 0 {
 		interval = 2 * time.Second
@@ -60,6 +63,10 @@ func (s *Server) reclaimOnce(ctx context.Context, api *apiclient.Client, nodeID 
 		case <-st.Failed():
 			continue // ejected; it deletes them once it is back
 		default:
+		}
+		if err := s.markLayersDeleted(layers); err != nil {
+			errs = append(errs, fmt.Errorf("disk %d: %w", id, err))
+			continue
 		}
 		n, err := st.DeleteLayers(layers)
 		deleted += n

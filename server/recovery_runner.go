@@ -146,7 +146,8 @@ func (s *Server) recoverDisk(ctx context.Context, o Options, st *Store, dr *apic
 			errs = append(errs, fmt.Errorf("peer disk %d at %s: %w", src.Disk, src.Addr, err))
 			continue
 		}
-		stats, err := RecoverWith(ctx, st, c, src.Disk, RecoverOptions{Scope: src.Scope, Settle: settle, Limit: limit.wait,
+		scope := func(id ObjectID) bool { return src.Scope(id) && !s.layerDeleted(id.Volume) }
+		stats, err := RecoverWith(ctx, st, c, src.Disk, RecoverOptions{Scope: scope, Settle: settle, Limit: limit.wait,
 			Progress: func(done, all int) {
 				prog.set(i, done, all)
 				report(false)

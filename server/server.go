@@ -58,11 +58,14 @@ type Server struct {
 
 	fenceMu sync.Mutex
 	fence   map[uint64]uint64 // volume -> newest fencing token seen
+
+	deletedMu sync.RWMutex
+	deleted   map[uint64]bool // layers reclaimed: no object is created in them again
 }
 
 // NewServer serves already opened stores.
 func NewServer(log *slog.Logger, db *sql.DB, stores map[string]*Store) (*Server, error) {
-	s := &Server{log: log, disks: map[uint32]*Store{}, paths: map[uint32]string{}, db: db, fence: map[uint64]uint64{}}
+	s := &Server{log: log, disks: map[uint32]*Store{}, paths: map[uint32]string{}, db: db, fence: map[uint64]uint64{}, deleted: map[uint64]bool{}}
 	for path, st := range stores {
 		id := st.Superblock().DiskID
 		if other, dup := s.paths[id]; dup {
@@ -86,8 +89,78 @@ func NewServer(log *slog.Logger, db *sql.DB, stores map[string]*Store) (*Server,
 		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("load fencing tokens: %w", err)
 		}
+		if err := s.loadDeletedLayers(); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+func (s *Server) loadDeletedLayers() error {
+	rows, err := s.db.Query("SELECT layer FROM server_deleted_layers")
+	if err != nil {
+		return fmt.Errorf("load deleted layers: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l int64
+		if err := rows.Scan(&l); err != nil {
+			return fmt.Errorf("load deleted layers: %w", err)
+		}
+		s.deleted[uint64(l)] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load deleted layers: %w", err)
+	}
+	return nil
+}
+
+// create creates an object unless its layer was reclaimed. It holds the
+// deleted set's read lock throughout, so that once markLayersDeleted
+// returns no create in a reclaimed layer is in flight: the reclaim that
+// follows sees every object such a create made.
+func (s *Server) create(st *Store, id ObjectID, parent *ObjectID) error {
+	s.deletedMu.RLock()
+	defer s.deletedMu.RUnlock()
+	if s.deleted[id.Volume] {
+		return fmt.Errorf("layer %d: %w", id.Volume, ErrLayerDeleted)
+	}
+	return st.CreateObject(id, parent)
+}
+
+// layerDeleted reports whether the server reclaimed layer.
+func (s *Server) layerDeleted(layer uint64) bool {
+	s.deletedMu.RLock()
+	defer s.deletedMu.RUnlock()
+	return s.deleted[layer]
+}
+
+// markLayersDeleted records layers as reclaimed (in the node state first,
+// so a restart keeps refusing them) before their objects are deleted.
+func (s *Server) markLayersDeleted(layers []uint64) error {
+	s.deletedMu.Lock()
+	defer s.deletedMu.Unlock()
+	if s.db != nil {
+		tx, err := s.db.Begin()
+		if err != nil {
+			return fmt.Errorf("record deleted layers: %w", err)
+		}
+		defer tx.Rollback()
+		for _, l := range layers {
+			if !s.deleted[l] {
+				if _, err := tx.Exec("INSERT OR IGNORE INTO server_deleted_layers(layer) VALUES(?)", int64(l)); err != nil {
+					return fmt.Errorf("record deleted layer %d: %w", l, err)
+				}
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("record deleted layers: %w", err)
+		}
+	}
+	for _, l := range layers {
+		s.deleted[l] = true
+	}
+	return nil
 }
 
 // Run opens the disks, serves until ctx ends, then flushes and closes
@@ -204,65 +277,69 @@ func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Respons
 	}
 	id := ObjectID{Volume: req.Volume, Index: req.Index}
 	var err error
-	switch req.Op {
-	case wire.OpRead:
-		err = st.Read(id, req.Offset, resp.Grow(int(req.Length)))
-	case wire.OpWrite, wire.OpWriteZeroes, wire.OpTrim:
-		fence := req.Fence
-		if fence == 0 {
-			fence = req.Volume
-		}
-		if err = s.checkFence(fence, req.Token); err != nil {
-			break
-		}
-		if req.Op == wire.OpWrite {
-			if len(req.Data) != int(req.Length) {
-				err = fmt.Errorf("%w: write of %d bytes with length %d", ErrRange, len(req.Data), req.Length)
+	if (req.Op == wire.OpWrite || req.Op == wire.OpWriteZeroes || req.Op == wire.OpTrim) && s.layerDeleted(req.Volume) {
+		err = fmt.Errorf("layer %d: %w", req.Volume, ErrLayerDeleted)
+	} else {
+		switch req.Op {
+		case wire.OpRead:
+			err = st.Read(id, req.Offset, resp.Grow(int(req.Length)))
+		case wire.OpWrite, wire.OpWriteZeroes, wire.OpTrim:
+			fence := req.Fence
+			if fence == 0 {
+				fence = req.Volume
+			}
+			if err = s.checkFence(fence, req.Token); err != nil {
 				break
 			}
-			err = st.Write(id, req.Offset, req.Data, req.Version)
-		} else {
-			err = st.WriteZeroes(id, req.Offset, int(req.Length), req.Version)
-		}
-		if err == nil && req.Flags&wire.FlagFUA != 0 {
-			err = st.Flush()
-		}
-	case wire.OpFlush:
-		err = st.Flush()
-	case wire.OpCreate:
-		var parent *ObjectID
-		if req.Flags&wire.FlagParent != 0 {
-			parent = &ObjectID{Volume: req.ParentVolume, Index: req.ParentIndex}
-		}
-		err = st.CreateObject(id, parent)
-	case wire.OpDelete:
-		err = st.DeleteObject(id)
-	case wire.OpReadOwn:
-		n := int(req.Length) / BlockSize
-		buf := resp.Grow(n + int(req.Length))
-		resp.Version, err = st.ReadOwn(id, req.Offset, buf[n:], buf[:n])
-	case wire.OpVersions:
-		vs := st.Versions()
-		out := make([]wire.VersionEntry, len(vs))
-		for i, v := range vs {
-			out[i] = wire.VersionEntry{Volume: v.Object.Volume, Index: v.Object.Index, Version: v.Version}
-			if v.Parent != nil {
-				out[i].HasParent, out[i].ParentVolume, out[i].ParentIndex = true, v.Parent.Volume, v.Parent.Index
+			if req.Op == wire.OpWrite {
+				if len(req.Data) != int(req.Length) {
+					err = fmt.Errorf("%w: write of %d bytes with length %d", ErrRange, len(req.Data), req.Length)
+					break
+				}
+				err = st.Write(id, req.Offset, req.Data, req.Version)
+			} else {
+				err = st.WriteZeroes(id, req.Offset, int(req.Length), req.Version)
 			}
+			if err == nil && req.Flags&wire.FlagFUA != 0 {
+				err = st.Flush()
+			}
+		case wire.OpFlush:
+			err = st.Flush()
+		case wire.OpCreate:
+			var parent *ObjectID
+			if req.Flags&wire.FlagParent != 0 {
+				parent = &ObjectID{Volume: req.ParentVolume, Index: req.ParentIndex}
+			}
+			err = s.create(st, id, parent)
+		case wire.OpDelete:
+			err = st.DeleteObject(id)
+		case wire.OpReadOwn:
+			n := int(req.Length) / BlockSize
+			buf := resp.Grow(n + int(req.Length))
+			resp.Version, err = st.ReadOwn(id, req.Offset, buf[n:], buf[:n])
+		case wire.OpVersions:
+			vs := st.Versions()
+			out := make([]wire.VersionEntry, len(vs))
+			for i, v := range vs {
+				out[i] = wire.VersionEntry{Volume: v.Object.Volume, Index: v.Object.Index, Version: v.Version}
+				if v.Parent != nil {
+					out[i].HasParent, out[i].ParentVolume, out[i].ParentIndex = true, v.Parent.Volume, v.Parent.Index
+				}
+			}
+			resp.Data = wire.EncodeVersions(resp.Data[:0], out)
+		case wire.OpReadMeta:
+			var states []uint8
+			var vers []uint64
+			if states, vers, err = st.BlockMeta(id, req.Offset, int(req.Length)); err == nil {
+				resp.Data = wire.EncodeBlockMeta(resp.Data[:0], states, vers)
+			}
+		case wire.OpStat:
+			var b []byte
+			b, err = json.Marshal(st.Stats())
+			resp.Data = append(resp.Data[:0], b...)
+		default:
+			err = fmt.Errorf("%w: op %s", errBadRequest, req.Op)
 		}
-		resp.Data = wire.EncodeVersions(resp.Data[:0], out)
-	case wire.OpReadMeta:
-		var states []uint8
-		var vers []uint64
-		if states, vers, err = st.BlockMeta(id, req.Offset, int(req.Length)); err == nil {
-			resp.Data = wire.EncodeBlockMeta(resp.Data[:0], states, vers)
-		}
-	case wire.OpStat:
-		var b []byte
-		b, err = json.Marshal(st.Stats())
-		resp.Data = append(resp.Data[:0], b...)
-	default:
-		err = fmt.Errorf("%w: op %s", errBadRequest, req.Op)
 	}
 	if err != nil {
 		resp.Status = statusOf(err)
@@ -279,6 +356,10 @@ var errBadRequest = errors.New("bad request")
 // this server has seen for the volume.
 var ErrFenced = errors.New("stale fencing token")
 
+// ErrLayerDeleted means a create or write named a layer whose objects
+// were reclaimed: the writer is stale (answered as StatusFenced).
+var ErrLayerDeleted = errors.New("the layer was deleted and its space reclaimed; the writer is stale")
+
 func statusOf(err error) wire.Status {
 	switch {
 	case errors.Is(err, ErrChecksum):
@@ -291,7 +372,7 @@ func statusOf(err error) wire.Status {
 		return wire.StatusNoSpace
 	case errors.Is(err, ErrRange):
 		return wire.StatusRange
-	case errors.Is(err, ErrFenced):
+	case errors.Is(err, ErrFenced), errors.Is(err, ErrLayerDeleted):
 		return wire.StatusFenced
 	case errors.Is(err, ErrFailed):
 		return wire.StatusDiskFailed
