@@ -60,6 +60,7 @@ func Dial(ctx context.Context, network, addr string, secret []byte, self Peer) (
 	conn.SetDeadline(time.Time{})
 	c := &Client{conn: conn, Peer: peer, wait: map[uint64]*call{}, done: make(chan struct{})}
 	c.out.conn = conn
+	c.out.failed = func(err error) { c.shut(fmt.Errorf("%w: %v", ErrClosed, err)) }
 	go c.readLoop()
 	sweeper.add(c)
 	return c, nil
@@ -149,9 +150,7 @@ func (c *Client) Start(timeout time.Duration, req *Request, resp *Response) (Cal
 	}
 	c.wait[req.ID] = cl
 	c.mu.Unlock()
-	if err := c.out.send(req); err != nil {
-		c.shut(fmt.Errorf("%w: %v", ErrClosed, err))
-	}
+	c.out.send(req) // a write error shuts the connection (out.failed)
 	return Call{c: c, cl: cl}, nil
 }
 
@@ -305,6 +304,9 @@ type batchWriter struct {
 	spare   []byte
 	writing bool
 	err     error
+	// failed is called once, outside mu, with the first write error
+	// (whichever goroutine was writing): the connection is done.
+	failed func(error)
 }
 
 const (
@@ -343,7 +345,28 @@ func (w *batchWriter) send(f frame) error {
 		return nil
 	}
 	w.writing = true
-	for len(w.buf) > 0 && w.err == nil {
+	return w.write(maxRounds)
+}
+
+// maxRounds is how many system calls a sender makes for others before it
+// hands the writing to a goroutine of its own: a steady stream of frames
+// must not keep a request's goroutine (or a server's reader) from its own
+// work.
+const maxRounds = 4
+
+// write writes the queue until it is empty, at most rounds times (0: no
+// limit), then hands what is left to a new goroutine. Called with mu held
+// and writing set; returns with mu released.
+func (w *batchWriter) write(rounds int) error {
+	for n := 0; len(w.buf) > 0 && w.err == nil; n++ {
+		if rounds > 0 && n == rounds {
+			w.mu.Unlock()
+			go func() {
+				w.mu.Lock()
+				w.write(0)
+			}()
+			return nil
+		}
 		b := w.buf
 		w.buf = w.spare[:0]
 		if w.waiters > 0 {
@@ -357,8 +380,11 @@ func (w *batchWriter) send(f frame) error {
 		} else {
 			w.spare = nil
 		}
-		if err != nil {
+		if err != nil && w.err == nil {
 			w.err = err
+			if w.failed != nil {
+				defer w.failed(err) // runs after the unlock below
+			}
 		}
 	}
 	w.writing = false
@@ -457,13 +483,11 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 	conn.SetDeadline(time.Time{})
 	cfg.Log.Debug("data-protocol peer connected", "peer", peer.String(), "remote", conn.RemoteAddr().String())
 
-	out := &batchWriter{conn: conn}
+	out := &batchWriter{conn: conn, failed: func(error) { conn.Close() }} // the reader stops too
 	serve := func(ex *exchange) {
 		ex.resp = Response{ID: ex.req.ID, Data: ex.resp.Data[:0]}
 		cfg.Handler.ServeWire(peer, &ex.req, &ex.resp)
-		if out.send(&ex.resp) != nil {
-			conn.Close() // the reader stops too
-		}
+		out.send(&ex.resp) // a write error closes the connection (out.failed)
 		exchangePool.Put(ex)
 	}
 	// A fixed set of workers rather than a goroutine per request: their
