@@ -197,24 +197,32 @@ func TestE2EBitRotRepairedByScrub(t *testing.T) {
 	}
 }
 
-// volumeLayout is the demo volume's layout as its client gets it.
-func volumeLayout(t *testing.T, ctx context.Context, api *apiclient.Client, env map[string]string) (l struct {
+// clientLayout is a volume's layout as a client gets it, with the
+// addresses of its disks.
+type clientLayout struct {
 	apiclient.VolumeLayout
 	Disks map[string]apiclient.DiskLocation
-}) {
+}
+
+// volumeLayout is the demo volume's layout as its client gets it.
+func volumeLayout(t *testing.T, ctx context.Context, api *apiclient.Client, env map[string]string) clientLayout {
+	return attachedLayout(t, ctx, api, env["KEEL_CLIENT_ID"], env["KEEL_VOLUME"])
+}
+
+// attachedLayout is the layout of volume, attached to client clientID.
+func attachedLayout(t *testing.T, ctx context.Context, api *apiclient.Client, clientID, volume string) clientLayout {
 	t.Helper()
 	var cv apiclient.ClientVolumes
-	if _, err := api.Get(ctx, "ClientVolumes/"+env["KEEL_CLIENT_ID"], nil, &cv); err != nil {
+	if _, err := api.Get(ctx, "ClientVolumes/"+clientID, nil, &cv); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range cv.Volumes {
-		if v.Name == env["KEEL_VOLUME"] {
-			l.VolumeLayout, l.Disks = v, cv.Disks
-			return l
+		if v.Name == volume {
+			return clientLayout{v, cv.Disks}
 		}
 	}
-	t.Fatalf("volume %s is not in ClientVolumes: %+v", env["KEEL_VOLUME"], cv)
-	return l
+	t.Fatalf("volume %s is not attached to client %s: %+v", volume, clientID, cv)
+	return clientLayout{}
 }
 
 // dialDisk connects to the server of disk d with the cluster secret.

@@ -13,28 +13,6 @@ import (
 	"keel/wire"
 )
 
-// layout is volume's layout as its client (1) has it, with the disks'
-// addresses.
-func (h *reclaimHarness) layout(volume string) clientLayout {
-	h.t.Helper()
-	var cv apiclient.ClientVolumes
-	if _, err := h.cl.API().Get(h.ctx, "ClientVolumes/1", nil, &cv); err != nil {
-		h.t.Fatal(err)
-	}
-	for _, v := range cv.Volumes {
-		if v.Name == volume {
-			return clientLayout{v, cv.Disks}
-		}
-	}
-	h.t.Fatalf("volume %s is not attached to client 1: %+v", volume, cv)
-	return clientLayout{}
-}
-
-type clientLayout struct {
-	apiclient.VolumeLayout
-	Disks map[string]apiclient.DiskLocation
-}
-
 // staleWritesRefused: after its layer was reclaimed everywhere, a writer
 // still holding l (its token is the newest the servers saw) can neither
 // create an object in l's own layer nor write to one: every server of
@@ -206,7 +184,7 @@ func TestE2ESpaceReclaim(t *testing.T) {
 	h.write(conn, 0, reclaimRegion)
 	h.post("VolumeSnapshot/gc-vol", map[string]any{"name": "gc-snap"})
 	h.write(conn, 512<<20, reclaimRegion)
-	replaced := h.layout("gc-vol") // its first layer is the one the revert replaces
+	replaced := attachedLayout(t, ctx, cl.API(), "1", "gc-vol") // its first layer is the one the revert replaces
 	conn.Close()
 	h.reassign(map[string]any{"volume": "gc-vol", "detach": []int{1}})
 	h.waitUsed("after writing 2 x 256 MiB", nil, 2*copies, 2*copies)
