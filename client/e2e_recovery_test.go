@@ -76,7 +76,9 @@ func TestE2ERecoveryCopiesWhatChanged(t *testing.T) {
 	// A snapshot while the server is down, then more writes: the volume
 	// continues in a fresh layer whose objects have the snapshot's as
 	// parents; recovery must create them over their parents.
-	snapModel := bytes.Clone(model)
+	// The snapshot reads as model did here: keep the old content of the
+	// blocks overwritten from now on rather than a second copy of model.
+	snapOld := map[int][]byte{}
 	if _, err := api.Post(ctx, "VolumeSnapshot/"+env["KEEL_VOLUME"], map[string]any{"name": "recovery-snap"}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +89,9 @@ func TestE2ERecoveryCopiesWhatChanged(t *testing.T) {
 			after++
 		}
 		changed[b] = true
+		if _, ok := snapOld[b]; !ok {
+			snapOld[b] = bytes.Clone(model[b*4096 : (b+1)*4096])
+		}
 		fillRandom(r, model[b*4096:(b+1)*4096])
 		if err := nbd.WriteAt(model[b*4096:(b+1)*4096], int64(b)*4096, false); err != nil {
 			t.Fatalf("write after the snapshot with server %d down: %v", victim, err)
@@ -151,11 +156,25 @@ func TestE2ERecoveryCopiesWhatChanged(t *testing.T) {
 	}
 	conns := map[uint32]*wire.Client{}
 	buf := make([]byte, 1<<20)
+	want := make([]byte, len(buf))
+	// expected returns what the range at pos reads as, in the volume
+	// (model) or in the snapshot (model with the old blocks back).
+	expected := func(snapshot bool, pos int64) []byte {
+		copy(want, model[pos:pos+int64(len(want))])
+		if snapshot {
+			for b := range len(want) / 4096 {
+				if old, ok := snapOld[int(pos/4096)+b]; ok {
+					copy(want[b*4096:], old)
+				}
+			}
+		}
+		return want
+	}
 	for _, c := range []struct {
-		what   string
-		layers []uint64
-		model  []byte
-	}{{"volume", layout.Layers, model}, {"snapshot", layout.Layers[1:], snapModel}} {
+		what     string
+		layers   []uint64
+		snapshot bool
+	}{{"volume", layout.Layers, false}, {"snapshot", layout.Layers[1:], true}} {
 		for i := 0; i < e2eVolumeSize/int(layout.ObjectSize); i++ {
 			set := layout.DiskSets[i%len(layout.DiskSets)]
 			var d uint32
@@ -176,7 +195,7 @@ func TestE2ERecoveryCopiesWhatChanged(t *testing.T) {
 					t.Fatalf("%s object %d at %d from recovered disk %d: %v", c.what, i, off, d, err)
 				}
 				pos := int64(i)*layout.ObjectSize + off
-				if !bytes.Equal(got, c.model[pos:pos+int64(len(buf))]) {
+				if !bytes.Equal(got, expected(c.snapshot, pos)) {
 					t.Fatalf("%s object %d at %d on recovered disk %d differs from what was written", c.what, i, off, d)
 				}
 			}
@@ -188,7 +207,7 @@ func TestE2ERecoveryCopiesWhatChanged(t *testing.T) {
 // the wire: from the first layer that has the object (zeroes if none).
 func readLayers(ctx context.Context, c *wire.Client, d uint32, layers []uint64, index uint32, off uint64, buf []byte) ([]byte, error) {
 	for _, l := range layers {
-		var resp wire.Response
+		resp := wire.Response{Data: buf[:0]}
 		err := c.Do(ctx, &wire.Request{Op: wire.OpRead, Disk: d, Volume: l, Index: index, Offset: off, Length: uint32(len(buf))}, &resp)
 		if se := (*wire.StatusError)(nil); errors.As(err, &se) && se.Status == wire.StatusNotFound {
 			continue
