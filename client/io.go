@@ -234,17 +234,20 @@ func (v *Volume) markDown(ctx context.Context, disk uint32, cause error) error {
 // goes through mutateReplica (those in parallel).
 func (v *Volume) mutateAll(ctx context.Context, reps []replica, op wire.Op, e extent, data []byte, fua bool, version uint64) []error {
 	errs := make([]error, len(reps))
-	calls := make([]wire.Call, len(reps))
-	reqs := make([]wire.Request, len(reps))
-	resps := make([]wire.Response, len(reps))
+	sent := make([]struct {
+		req  wire.Request
+		resp wire.Response
+		call wire.Call
+	}, len(reps))
 	for i, r := range reps {
-		reqs[i] = v.mutation(r, op, e, data, fua, version)
-		calls[i], errs[i] = v.pool.start(ctx, r.addr, v.timeout, &reqs[i], &resps[i])
+		x := &sent[i]
+		x.req = v.mutation(r, op, e, data, fua, version)
+		x.call, errs[i] = v.pool.start(ctx, r.addr, v.timeout, &x.req, &x.resp)
 	}
 	var again []int
 	for i := range reps {
 		if errs[i] == nil {
-			errs[i] = calls[i].Wait(ctx)
+			errs[i] = sent[i].call.Wait(ctx)
 		}
 		if statusOf(errs[i]) == wire.StatusNotFound || retryable(ctx, errs[i]) {
 			again = append(again, i)

@@ -74,45 +74,40 @@ func NewServer(log *slog.Logger, db *sql.DB, stores map[string]*Store) (*Server,
 		s.disks[id], s.paths[id] = st, path
 	}
 	if db != nil {
-		rows, err := db.Query("SELECT volume, token FROM server_fencing")
-		if err != nil {
+		if err := queryInts(db, "SELECT volume, token FROM server_fencing", func(r []int64) { s.fence[uint64(r[0])] = uint64(r[1]) }); err != nil {
 			return nil, fmt.Errorf("load fencing tokens: %w", err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var v, t int64
-			if err := rows.Scan(&v, &t); err != nil {
-				return nil, fmt.Errorf("load fencing tokens: %w", err)
-			}
-			s.fence[uint64(v)] = uint64(t)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("load fencing tokens: %w", err)
-		}
-		if err := s.loadDeletedLayers(); err != nil {
-			return nil, err
+		if err := queryInts(db, "SELECT layer FROM server_deleted_layers", func(r []int64) { s.deleted[uint64(r[0])] = true }); err != nil {
+			return nil, fmt.Errorf("load deleted layers: %w", err)
 		}
 	}
 	return s, nil
 }
 
-func (s *Server) loadDeletedLayers() error {
-	rows, err := s.db.Query("SELECT layer FROM server_deleted_layers")
+// queryInts runs query, whose columns are integers, and calls row with
+// each row's values.
+func queryInts(db *sql.DB, query string, row func([]int64)) error {
+	rows, err := db.Query(query)
 	if err != nil {
-		return fmt.Errorf("load deleted layers: %w", err)
+		return err
 	}
 	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	vals := make([]int64, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
 	for rows.Next() {
-		var l int64
-		if err := rows.Scan(&l); err != nil {
-			return fmt.Errorf("load deleted layers: %w", err)
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
 		}
-		s.deleted[uint64(l)] = true
+		row(vals)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("load deleted layers: %w", err)
-	}
-	return nil
+	return rows.Err()
 }
 
 // create creates an object unless its layer was reclaimed. It holds the
@@ -277,69 +272,70 @@ func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Respons
 	}
 	id := ObjectID{Volume: req.Volume, Index: req.Index}
 	var err error
-	if (req.Op == wire.OpWrite || req.Op == wire.OpWriteZeroes || req.Op == wire.OpTrim) && s.layerDeleted(req.Volume) {
-		err = fmt.Errorf("layer %d: %w", req.Volume, ErrLayerDeleted)
-	} else {
-		switch req.Op {
-		case wire.OpRead:
-			err = st.Read(id, req.Offset, resp.Grow(int(req.Length)))
-		case wire.OpWrite, wire.OpWriteZeroes, wire.OpTrim:
-			fence := req.Fence
-			if fence == 0 {
-				fence = req.Volume
-			}
-			if err = s.checkFence(fence, req.Token); err != nil {
+	switch req.Op {
+	case wire.OpRead:
+		err = st.Read(id, req.Offset, resp.Grow(int(req.Length)))
+	case wire.OpWrite, wire.OpWriteZeroes, wire.OpTrim:
+		fence := req.Fence
+		if fence == 0 {
+			fence = req.Volume
+		}
+		if err = s.checkFence(fence, req.Token); err != nil {
+			break
+		}
+		if req.Op == wire.OpWrite {
+			if len(req.Data) != int(req.Length) {
+				err = fmt.Errorf("%w: write of %d bytes with length %d", ErrRange, len(req.Data), req.Length)
 				break
 			}
-			if req.Op == wire.OpWrite {
-				if len(req.Data) != int(req.Length) {
-					err = fmt.Errorf("%w: write of %d bytes with length %d", ErrRange, len(req.Data), req.Length)
-					break
-				}
-				err = st.Write(id, req.Offset, req.Data, req.Version)
-			} else {
-				err = st.WriteZeroes(id, req.Offset, int(req.Length), req.Version)
-			}
-			if err == nil && req.Flags&wire.FlagFUA != 0 {
-				err = st.Flush()
-			}
-		case wire.OpFlush:
-			err = st.Flush()
-		case wire.OpCreate:
-			var parent *ObjectID
-			if req.Flags&wire.FlagParent != 0 {
-				parent = &ObjectID{Volume: req.ParentVolume, Index: req.ParentIndex}
-			}
-			err = s.create(st, id, parent)
-		case wire.OpDelete:
-			err = st.DeleteObject(id)
-		case wire.OpReadOwn:
-			n := int(req.Length) / BlockSize
-			buf := resp.Grow(n + int(req.Length))
-			resp.Version, err = st.ReadOwn(id, req.Offset, buf[n:], buf[:n])
-		case wire.OpVersions:
-			vs := st.Versions()
-			out := make([]wire.VersionEntry, len(vs))
-			for i, v := range vs {
-				out[i] = wire.VersionEntry{Volume: v.Object.Volume, Index: v.Object.Index, Version: v.Version}
-				if v.Parent != nil {
-					out[i].HasParent, out[i].ParentVolume, out[i].ParentIndex = true, v.Parent.Volume, v.Parent.Index
-				}
-			}
-			resp.Data = wire.EncodeVersions(resp.Data[:0], out)
-		case wire.OpReadMeta:
-			var states []uint8
-			var vers []uint64
-			if states, vers, err = st.BlockMeta(id, req.Offset, int(req.Length)); err == nil {
-				resp.Data = wire.EncodeBlockMeta(resp.Data[:0], states, vers)
-			}
-		case wire.OpStat:
-			var b []byte
-			b, err = json.Marshal(st.Stats())
-			resp.Data = append(resp.Data[:0], b...)
-		default:
-			err = fmt.Errorf("%w: op %s", errBadRequest, req.Op)
+			err = st.Write(id, req.Offset, req.Data, req.Version)
+		} else {
+			err = st.WriteZeroes(id, req.Offset, int(req.Length), req.Version)
 		}
+		if err == nil && req.Flags&wire.FlagFUA != 0 {
+			err = st.Flush()
+		}
+	case wire.OpFlush:
+		err = st.Flush()
+	case wire.OpCreate:
+		var parent *ObjectID
+		if req.Flags&wire.FlagParent != 0 {
+			parent = &ObjectID{Volume: req.ParentVolume, Index: req.ParentIndex}
+		}
+		err = s.create(st, id, parent)
+	case wire.OpDelete:
+		err = st.DeleteObject(id)
+	case wire.OpReadOwn:
+		n := int(req.Length) / BlockSize
+		buf := resp.Grow(n + int(req.Length))
+		resp.Version, err = st.ReadOwn(id, req.Offset, buf[n:], buf[:n])
+	case wire.OpVersions:
+		vs := st.Versions()
+		out := make([]wire.VersionEntry, len(vs))
+		for i, v := range vs {
+			out[i] = wire.VersionEntry{Volume: v.Object.Volume, Index: v.Object.Index, Version: v.Version}
+			if v.Parent != nil {
+				out[i].HasParent, out[i].ParentVolume, out[i].ParentIndex = true, v.Parent.Volume, v.Parent.Index
+			}
+		}
+		resp.Data = wire.EncodeVersions(resp.Data[:0], out)
+	case wire.OpReadMeta:
+		var states []uint8
+		var vers []uint64
+		if states, vers, err = st.BlockMeta(id, req.Offset, int(req.Length)); err == nil {
+			resp.Data = wire.EncodeBlockMeta(resp.Data[:0], states, vers)
+		}
+	case wire.OpStat:
+		var b []byte
+		b, err = json.Marshal(st.Stats())
+		resp.Data = append(resp.Data[:0], b...)
+	default:
+		err = fmt.Errorf("%w: op %s", errBadRequest, req.Op)
+	}
+	if errors.Is(err, ErrNotFound) && (req.Op == wire.OpWrite || req.Op == wire.OpWriteZeroes || req.Op == wire.OpTrim) && s.layerDeleted(req.Volume) {
+		// The object is gone because its layer was reclaimed: the writer
+		// is stale, and must not create it again.
+		err = fmt.Errorf("layer %d: %w", req.Volume, ErrLayerDeleted)
 	}
 	if err != nil {
 		resp.Status = statusOf(err)

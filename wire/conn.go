@@ -322,9 +322,9 @@ type frame interface{ appendTo([]byte) []byte }
 func (r *Request) appendTo(b []byte) []byte  { return EncodeRequest(b, r) }
 func (r *Response) appendTo(b []byte) []byte { return EncodeResponse(b, r) }
 
-// send appends one frame and returns the first write error of the
-// connection, if any.
-func (w *batchWriter) send(f frame) error {
+// send appends one frame. A write error is reported once, to failed; later
+// frames are dropped.
+func (w *batchWriter) send(f frame) {
 	w.mu.Lock()
 	for w.writing && len(w.buf) >= maxBatch && w.err == nil {
 		if w.drained.L == nil {
@@ -335,17 +335,16 @@ func (w *batchWriter) send(f frame) error {
 		w.waiters--
 	}
 	if w.err != nil {
-		err := w.err
 		w.mu.Unlock()
-		return err
+		return
 	}
 	w.buf = f.appendTo(w.buf)
 	if w.writing {
 		w.mu.Unlock()
-		return nil
+		return
 	}
 	w.writing = true
-	return w.write(maxRounds)
+	w.write(maxRounds)
 }
 
 // maxRounds is how many system calls a sender makes for others before it
@@ -357,7 +356,7 @@ const maxRounds = 4
 // write writes the queue until it is empty, at most rounds times (0: no
 // limit), then hands what is left to a new goroutine. Called with mu held
 // and writing set; returns with mu released.
-func (w *batchWriter) write(rounds int) error {
+func (w *batchWriter) write(rounds int) {
 	for n := 0; len(w.buf) > 0 && w.err == nil; n++ {
 		if rounds > 0 && n == rounds {
 			w.mu.Unlock()
@@ -365,7 +364,7 @@ func (w *batchWriter) write(rounds int) error {
 				w.mu.Lock()
 				w.write(0)
 			}()
-			return nil
+			return
 		}
 		b := w.buf
 		w.buf = w.spare[:0]
@@ -391,9 +390,7 @@ func (w *batchWriter) write(rounds int) error {
 	if w.waiters > 0 {
 		w.drained.Broadcast() // after a write error, too
 	}
-	err := w.err
 	w.mu.Unlock()
-	return err
 }
 
 // Handler answers requests. ServeWire fills resp (Status, Version, Data);
@@ -409,8 +406,9 @@ type ServerConfig struct {
 	Self    Peer
 	Handler Handler
 	Log     *slog.Logger
-	// Concurrency bounds the requests of one connection served at once
-	// (default 64).
+	// Concurrency is the number of workers of one connection, which
+	// bounds the requests it serves at once (default 64; one more may be
+	// served inline by its reader).
 	Concurrency int
 	// Inline reports whether a request is quick enough to be served by
 	// the connection's reader itself when no other request is waiting
