@@ -31,6 +31,7 @@ type fileDevice struct {
 	*os.File
 	direct     *os.File // nil: all I/O buffered
 	directFrom int64
+	aio        *aioRing // direct I/O through native AIO; nil: pread/pwrite
 }
 
 func (d *fileDevice) Sync() error {
@@ -43,6 +44,9 @@ func (d *fileDevice) Sync() error {
 }
 
 func (d *fileDevice) Close() error {
+	if d.aio != nil {
+		d.aio.close()
+	}
 	if d.direct != nil {
 		d.direct.Close()
 	}
@@ -83,12 +87,12 @@ func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
 		return d.File.ReadAt(b, off)
 	}
 	if aligned(b) {
-		return d.direct.ReadAt(b, off)
+		return d.directIO(false, b, off)
 	}
 	bp := bouncePool.Get().(*[]byte)
 	defer bouncePool.Put(bp)
 	bb := *bp
-	n, err := d.direct.ReadAt(bb[:len(b)], off)
+	n, err := d.directIO(false, bb[:len(b)], off)
 	copy(b, bb[:n])
 	return n, err
 }
@@ -98,13 +102,24 @@ func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 		return d.File.WriteAt(b, off)
 	}
 	if aligned(b) {
-		return d.direct.WriteAt(b, off)
+		return d.directIO(true, b, off)
 	}
 	bp := bouncePool.Get().(*[]byte)
 	defer bouncePool.Put(bp)
 	bb := *bp
 	copy(bb, b)
-	return d.direct.WriteAt(bb[:len(b)], off)
+	return d.directIO(true, bb[:len(b)], off)
+}
+
+// directIO does one aligned transfer on the direct descriptor.
+func (d *fileDevice) directIO(write bool, b []byte, off int64) (int, error) {
+	if d.aio != nil {
+		return d.aio.do(int(d.direct.Fd()), write, b, off)
+	}
+	if write {
+		return d.direct.WriteAt(b, off)
+	}
+	return d.direct.ReadAt(b, off)
 }
 
 // OpenDevice opens a disk path for the store. With direct, data I/O uses
@@ -126,6 +141,9 @@ func OpenDevice(path string, direct bool) (Device, uint64, error) {
 		switch {
 		case err == nil:
 			d.direct = df
+			if d.aio, err = newAIORing(); err != nil {
+				d.aio = nil // pread/pwrite still work
+			}
 		case errors.Is(err, syscall.EINVAL):
 		default:
 			f.Close()

@@ -1,0 +1,214 @@
+package server
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// aioCloseWait bounds how long closing a device waits for its I/O.
+const aioCloseWait = 30 * time.Second
+
+// aioRing does a disk's direct I/O through Linux native AIO (io_submit)
+// instead of one blocking pread/pwrite per request. Two things make that
+// faster. A caller no longer holds an OS thread for the device's latency,
+// so the Go scheduler need not hand its processor to another thread and
+// back on every request. And requests that arrive while one io_submit runs
+// go to the device together in the next one, which on a virtual machine
+// means one doorbell (an exit to the hypervisor, 15-25 us) per batch rather
+// than per request.
+//
+// A caller fills an iocb and queues it; whoever finds no submitter at work
+// becomes it and submits the queue until it is empty (the others only
+// wait). Completions are signalled on an eventfd that the runtime's poller
+// watches; a reaper goroutine collects them with a non-blocking
+// io_getevents and wakes the callers.
+type aioRing struct {
+	ctx   uintptr
+	efd   *os.File     // read through the poller
+	efdNo uint32       // its number for iocbs (os.File.Fd would make it blocking)
+	slots chan int     // free request slots; bounds what is in flight
+	reqs  []aioRequest // indexed by slot; aio_data holds the slot
+	mu    sync.Mutex
+	queue []int // slots waiting to be submitted
+	busy  bool  // a caller is submitting
+	batch []uintptr
+	done  chan struct{} // closed when the reaper has stopped
+}
+
+// aioRequest is one slot's iocb and its caller's wake-up. The kernel reads
+// the iocb during io_submit and writes the event to the ring; buf keeps
+// the caller's buffer reachable while the device uses it.
+type aioRequest struct {
+	cb   [64]byte // struct iocb
+	buf  []byte
+	res  int64
+	wake chan struct{}
+}
+
+const (
+	aioDepth    = 256
+	iocbPread   = 0
+	iocbPwrite  = 1
+	iocbResFD   = 1 << 0
+	efdNonblock = syscall.O_NONBLOCK
+	efdCloexec  = syscall.O_CLOEXEC
+)
+
+// newAIORing sets up a context for up to aioDepth requests in flight.
+func newAIORing() (*aioRing, error) {
+	var ctx uintptr
+	if _, _, e := syscall.Syscall(syscall.SYS_IO_SETUP, aioDepth, uintptr(unsafe.Pointer(&ctx)), 0); e != 0 {
+		return nil, fmt.Errorf("io_setup: %w", e)
+	}
+	fd, _, e := syscall.Syscall(syscall.SYS_EVENTFD2, 0, efdNonblock|efdCloexec, 0)
+	if e != 0 {
+		syscall.Syscall(syscall.SYS_IO_DESTROY, ctx, 0, 0)
+		return nil, fmt.Errorf("eventfd: %w", e)
+	}
+	r := &aioRing{
+		ctx:   ctx,
+		efd:   os.NewFile(fd, "aio-eventfd"), // non-blocking: the poller watches it
+		efdNo: uint32(fd),
+		slots: make(chan int, aioDepth),
+		reqs:  make([]aioRequest, aioDepth),
+		done:  make(chan struct{}),
+	}
+	for i := range r.reqs {
+		r.reqs[i].wake = make(chan struct{}, 1)
+		r.slots <- i
+	}
+	go r.reap()
+	return r, nil
+}
+
+// do reads (write false) or writes b at off on fd and waits for the
+// device.
+func (r *aioRing) do(fd int, write bool, b []byte, off int64) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	slot := <-r.slots
+	q := &r.reqs[slot]
+	q.buf = b
+	op := uint16(iocbPread)
+	if write {
+		op = iocbPwrite
+	}
+	cb := q.cb[:]
+	clear(cb)
+	binary.LittleEndian.PutUint64(cb[0:], uint64(slot))
+	binary.LittleEndian.PutUint16(cb[16:], op)
+	binary.LittleEndian.PutUint32(cb[20:], uint32(fd))
+	binary.LittleEndian.PutUint64(cb[24:], uint64(uintptr(unsafe.Pointer(&b[0]))))
+	binary.LittleEndian.PutUint64(cb[32:], uint64(len(b)))
+	binary.LittleEndian.PutUint64(cb[40:], uint64(off))
+	binary.LittleEndian.PutUint32(cb[56:], iocbResFD)
+	binary.LittleEndian.PutUint32(cb[60:], r.efdNo)
+
+	r.mu.Lock()
+	r.queue = append(r.queue, slot)
+	if !r.busy {
+		r.busy = true
+		r.submit()
+	}
+	r.mu.Unlock()
+
+	<-q.wake
+	res := q.res
+	q.buf = nil
+	r.slots <- slot
+	switch {
+	case res < 0:
+		return 0, syscall.Errno(-res)
+	case int(res) < len(b) && write:
+		return int(res), io.ErrShortWrite
+	case int(res) < len(b):
+		return int(res), io.ErrUnexpectedEOF
+	}
+	return int(res), nil
+}
+
+// submit hands the queue to the kernel until it is empty. Called with mu
+// held and busy set; returns with mu held and busy clear.
+func (r *aioRing) submit() {
+	for len(r.queue) > 0 {
+		r.batch = r.batch[:0]
+		for _, s := range r.queue {
+			r.batch = append(r.batch, uintptr(unsafe.Pointer(&r.reqs[s].cb[0])))
+		}
+		slots := append([]int(nil), r.queue...)
+		r.queue = r.queue[:0]
+		batch := r.batch
+		r.mu.Unlock()
+		for len(batch) > 0 {
+			n, _, e := syscall.Syscall(syscall.SYS_IO_SUBMIT, r.ctx, uintptr(len(batch)), uintptr(unsafe.Pointer(&batch[0])))
+			switch {
+			case e == syscall.EINTR || e == syscall.EAGAIN:
+				continue
+			case e != 0:
+				// The first request of the batch was refused: fail it
+				// alone and submit the rest.
+				q := &r.reqs[slots[0]]
+				q.res = -int64(e)
+				q.wake <- struct{}{}
+				n = 1
+			}
+			batch, slots = batch[n:], slots[n:]
+		}
+		r.mu.Lock()
+	}
+	r.busy = false
+}
+
+// reap wakes the callers of completed requests until the eventfd closes.
+func (r *aioRing) reap() {
+	defer close(r.done)
+	var cnt [8]byte
+	var events [aioDepth][32]byte // struct io_event
+	var zero syscall.Timespec
+	for {
+		if _, err := r.efd.Read(cnt[:]); err != nil {
+			return // closed: close has seen every request complete
+		}
+		for {
+			n, _, e := syscall.Syscall6(syscall.SYS_IO_GETEVENTS, r.ctx, 0, aioDepth, uintptr(unsafe.Pointer(&events[0])), uintptr(unsafe.Pointer(&zero)), 0)
+			if e == syscall.EINTR {
+				continue
+			}
+			if e != 0 || n == 0 {
+				break
+			}
+			for _, ev := range events[:n] {
+				q := &r.reqs[binary.LittleEndian.Uint64(ev[0:])]
+				q.res = int64(binary.LittleEndian.Uint64(ev[16:]))
+				q.wake <- struct{}{}
+			}
+			if n < aioDepth {
+				break
+			}
+		}
+	}
+}
+
+// close waits for the requests in flight, then releases the context. A
+// device that never completes them (the watchdog ejected it) keeps its
+// context: nothing may be freed that the kernel could still write.
+func (r *aioRing) close() {
+	timeout := time.After(aioCloseWait)
+	for range aioDepth {
+		select {
+		case <-r.slots:
+		case <-timeout:
+			return
+		}
+	}
+	r.efd.Close()
+	<-r.done
+	syscall.Syscall(syscall.SYS_IO_DESTROY, r.ctx, 0, 0)
+}
