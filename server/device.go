@@ -32,6 +32,7 @@ type fileDevice struct {
 	direct     *os.File // nil: all I/O buffered
 	directFrom int64
 	aio        *aioRing // direct I/O through native AIO; nil: pread/pwrite
+	aioErr     error    // why direct I/O has no AIO ring
 }
 
 func (d *fileDevice) Sync() error {
@@ -141,7 +142,7 @@ func OpenDevice(path string, direct bool) (Device, uint64, error) {
 		switch {
 		case err == nil:
 			d.direct = df
-			if d.aio, err = newAIORing(); err != nil {
+			if d.aio, d.aioErr = newAIORing(); d.aioErr != nil {
 				d.aio = nil // pread/pwrite still work
 			}
 		case errors.Is(err, syscall.EINVAL):

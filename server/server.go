@@ -174,6 +174,9 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return fmt.Errorf("open disk %s: %w", p, err)
 		}
+		if fd, ok := dev.(*fileDevice); ok && fd.aioErr != nil {
+			o.Log.Warn("disk without native AIO: direct I/O uses one blocking call per request (raise fs.aio-max-nr?)", "path", p, "err", fd.aioErr)
+		}
 		st, err := Open(dev)
 		if err != nil {
 			dev.Close()
