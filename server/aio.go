@@ -39,6 +39,7 @@ type aioRing struct {
 	busy  bool  // a caller is submitting
 	batch []uintptr
 	done  chan struct{} // closed when the reaper has stopped
+	once  sync.Once     // of close
 }
 
 // aioRequest is one slot's iocb and its caller's wake-up. The kernel reads
@@ -199,7 +200,9 @@ func (r *aioRing) reap() {
 // close waits for the requests in flight, then releases the context. A
 // device that never completes them (the watchdog ejected it) keeps its
 // context: nothing may be freed that the kernel could still write.
-func (r *aioRing) close() {
+func (r *aioRing) close() { r.once.Do(r.shut) }
+
+func (r *aioRing) shut() {
 	timeout := time.After(aioCloseWait)
 	for range aioDepth {
 		select {
