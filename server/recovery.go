@@ -60,6 +60,11 @@ type RecoverOptions struct {
 	// Limit, if not nil, is called before each data fetch with its size;
 	// it rate-limits recovery so that client I/O keeps flowing.
 	Limit func(ctx context.Context, bytes int) error
+	// Create, if not nil, creates a missing object instead of
+	// Store.CreateObject; the server's refuses, with ErrLayerDeleted, a
+	// layer reclaimed after the replica's objects were listed, and the
+	// object is left out.
+	Create func(id ObjectID, parent *ObjectID) error
 }
 
 // Recover is RecoverWith without concurrent writers: scope and progress
@@ -94,11 +99,12 @@ func RecoverWith(ctx context.Context, local *Store, peer *wire.Client, peerDisk 
 		o.Scope = func(ObjectID) bool { return true }
 	}
 	r := &recovery{local: local, peer: peer, peerDisk: peerDisk, o: o}
-	want, err := r.remoteVersions(ctx)
+	want, hidden, err := r.remoteVersions(ctx)
 	if err != nil {
 		return r.st, err
 	}
-	r.st.Objects = len(want)
+	need := hiddenAncestors(want, hidden)
+	r.st.Objects = len(want) + len(need)
 	have := map[ObjectID]ObjectVersion{}
 	for _, v := range local.Versions() {
 		if o.Scope(v.Object) {
@@ -108,15 +114,24 @@ func RecoverWith(ctx context.Context, local *Store, peer *wire.Client, peerDisk 
 	// Objects the replica lacks (or has with another parent): deferred.
 	staleObjs := map[ObjectID]uint64{}
 	for id, v := range have {
+		if _, parent := need[id]; parent {
+			continue // hidden on the replica; this disk's reclaim hides it
+		}
 		if e, ok := want[id]; !ok || parentOf(e) != parentKey(v.Parent) {
 			staleObjs[id] = v.Version
 		}
 	}
+	done := 0
+	if len(need) > 0 {
+		if err := r.recoverHidden(ctx, need, &done); err != nil {
+			return r.st, err
+		}
+	}
+	r.hidden = need
 	if err := r.createMissing(want, have, staleObjs); err != nil {
 		return r.st, err
 	}
 	deferred := map[ObjectID]map[int]blockMeta{}
-	done := 0
 	for id, e := range want {
 		// Every object is compared block by block, equal versions or not:
 		// an object's version is the highest write it got, which does not
@@ -127,19 +142,19 @@ func RecoverWith(ctx context.Context, local *Store, peer *wire.Client, peerDisk 
 			if have[id].Version != e.Version {
 				r.st.ObjectsChanged++
 			}
-			later, err := r.recoverObject(ctx, id, nil)
+			later, err := r.recoverObject(ctx, target{id: id}, nil)
 			if err != nil {
 				return r.st, err
 			}
 			if len(later) > 0 {
 				deferred[id] = later
-			} else if err := local.setVersion(id, e.Version); err != nil {
+			} else if err := local.setVersion(id, false, e.Version); err != nil {
 				return r.st, err
 			}
 		}
 		done++
 		if o.Progress != nil {
-			o.Progress(done, len(want))
+			o.Progress(done, r.st.Objects)
 		}
 	}
 	if len(deferred) > 0 || len(staleObjs) > 0 {
@@ -163,23 +178,119 @@ type recovery struct {
 	o        RecoverOptions
 	st       RecoveryStats
 	resp     wire.Response
+	hidden   map[ObjectID]wire.VersionEntry // hidden parents recovered first
 }
 
-func (r *recovery) remoteVersions(ctx context.Context) (map[ObjectID]wire.VersionEntry, error) {
+// target is an object recovery compares: on the replica and here, the
+// visible object of the id or its hidden one.
+type target struct {
+	id                        ObjectID
+	remoteHidden, localHidden bool
+}
+
+// remoteVersions lists the replica's visible objects in scope (want) and
+// all its hidden ones.
+func (r *recovery) remoteVersions(ctx context.Context) (want, hidden map[ObjectID]wire.VersionEntry, err error) {
 	if err := r.peer.Do(ctx, &wire.Request{Op: wire.OpVersions, Disk: r.peerDisk}, &r.resp); err != nil {
-		return nil, fmt.Errorf("recover disk %d from %s disk %d: versions: %w", r.local.sb.DiskID, r.peer.Peer, r.peerDisk, err)
+		return nil, nil, fmt.Errorf("recover disk %d from %s disk %d: versions: %w", r.local.sb.DiskID, r.peer.Peer, r.peerDisk, err)
 	}
 	remote, err := wire.DecodeVersions(r.resp.Data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	want := map[ObjectID]wire.VersionEntry{}
+	want, hidden = map[ObjectID]wire.VersionEntry{}, map[ObjectID]wire.VersionEntry{}
 	for _, e := range remote {
-		if id := (ObjectID{e.Volume, e.Index}); r.o.Scope(id) {
+		id := ObjectID{e.Volume, e.Index}
+		switch {
+		case e.Hidden:
+			hidden[id] = e
+		case r.o.Scope(id):
 			want[id] = e
 		}
 	}
-	return want, nil
+	return want, hidden, nil
+}
+
+// hiddenAncestors returns the hidden objects of the replica that objects
+// of want read through (a snapshot deleted while it has children): this
+// disk needs them as parents, whatever the scope says of their layer.
+func hiddenAncestors(want, hidden map[ObjectID]wire.VersionEntry) map[ObjectID]wire.VersionEntry {
+	need := map[ObjectID]wire.VersionEntry{}
+	for _, e := range want {
+		for e.HasParent {
+			p := ObjectID{e.ParentVolume, e.ParentIndex}
+			if _, visible := want[p]; visible {
+				break
+			}
+			h, ok := hidden[p]
+			if _, seen := need[p]; !ok || seen {
+				break
+			}
+			need[p] = h
+			e = h
+		}
+	}
+	return need
+}
+
+// recoverHidden makes this disk hold each hidden parent of need as the
+// replica has it: an object here of that id (visible, while this disk has
+// not yet reclaimed its layer, or hidden) is compared and brought up to
+// date, a missing one is created hidden, a parent before its children.
+// Nothing writes to hidden objects, so every block that differs takes the
+// replica's content.
+func (r *recovery) recoverHidden(ctx context.Context, need map[ObjectID]wire.VersionEntry, done *int) error {
+	targets := map[ObjectID]target{}
+	for len(targets) < len(need) {
+		progressed := false
+		for id, e := range need {
+			if _, ok := targets[id]; ok {
+				continue
+			}
+			t := target{id: id, remoteHidden: true}
+			switch {
+			case r.local.hasObject(id):
+			case r.local.hasHidden(id):
+				t.localHidden = true
+			default:
+				var parent *ObjectID
+				if e.HasParent {
+					p := ObjectID{e.ParentVolume, e.ParentIndex}
+					if _, coming := need[p]; coming {
+						if _, made := targets[p]; !made {
+							continue
+						}
+					} else if !r.local.hasObject(p) && !r.local.hasHidden(p) {
+						return fmt.Errorf("recover: hidden object %s: its parent %s is not on this disk yet; it comes with the recovery of the parent's set, retry after it", id, p)
+					}
+					parent = &p
+				}
+				if err := r.local.createHidden(id, parent); err != nil {
+					return fmt.Errorf("recover: %w", err)
+				}
+				t.localHidden = true
+				r.st.Created++
+			}
+			targets[id] = t
+			progressed = true
+		}
+		if !progressed {
+			return errors.New("recover: parent chain loop in the replica's hidden objects")
+		}
+	}
+	for id, t := range targets {
+		if _, err := r.recoverObject(ctx, t, nil); err != nil {
+			return err
+		}
+		if err := r.local.setVersion(id, t.localHidden, need[id].Version); err != nil {
+			return err
+		}
+		*done++
+		if r.o.Progress != nil {
+			r.o.Progress(*done, r.st.Objects)
+		}
+	}
+	return nil
 }
 
 // createMissing creates the objects of want that have does not hold, a
@@ -199,6 +310,9 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 				if _, bad := stale[p]; bad {
 					ok = false
 				}
+				if _, hiddenParent := r.hidden[p]; hiddenParent {
+					ok = true // recoverHidden made it
+				}
 				if !ok && !r.o.Scope(p) {
 					ok = r.local.hasObject(p)
 				}
@@ -212,7 +326,17 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 				parent = &p
 			}
 			// A client may create it meanwhile (its first write): fine.
-			if err := r.local.CreateObject(id, parent); err != nil && !errors.Is(err, ErrExists) {
+			create := r.o.Create
+			if create == nil {
+				create = r.local.CreateObject
+			}
+			err := create(id, parent)
+			if errors.Is(err, ErrLayerDeleted) {
+				delete(want, id) // reclaimed meanwhile: nothing to copy
+				progressed = true
+				continue
+			}
+			if err != nil && !errors.Is(err, ErrExists) {
 				return fmt.Errorf("recover: %w", err)
 			}
 			have[id] = ObjectVersion{Object: id, Parent: parent}
@@ -239,7 +363,7 @@ func (r *recovery) settle(ctx context.Context, deferred map[ObjectID]map[int]blo
 		case <-t.C:
 		}
 	}
-	want, err := r.remoteVersions(ctx)
+	want, _, err := r.remoteVersions(ctx)
 	if err != nil {
 		return err
 	}
@@ -296,12 +420,12 @@ func (r *recovery) settle(ctx context.Context, deferred map[ObjectID]map[int]blo
 		if blocks == nil {
 			blocks = map[int]blockMeta{} // compare in full, nothing known stale
 		}
-		later, err := r.recoverObject(ctx, id, blocks)
+		later, err := r.recoverObject(ctx, target{id: id}, blocks)
 		if err != nil {
 			return err
 		}
 		if len(later) == 0 {
-			if err := r.local.setVersion(id, e.Version); err != nil {
+			if err := r.local.setVersion(id, false, e.Version); err != nil {
 				return err
 			}
 		}
@@ -314,15 +438,15 @@ func (r *recovery) settle(ctx context.Context, deferred map[ObjectID]map[int]blo
 // the other way are returned, to be compared again after the settle time.
 // Second pass: a returned block that still has the state and version it
 // had then is stale and takes the replica's state whatever its version.
-func (r *recovery) recoverObject(ctx context.Context, id ObjectID, stale map[int]blockMeta) (map[int]blockMeta, error) {
-	local := r.local
+func (r *recovery) recoverObject(ctx context.Context, t target, stale map[int]blockMeta) (map[int]blockMeta, error) {
+	local, id := r.local, t.id
 	var later map[int]blockMeta
 	for off := uint64(0); off < uint64(local.sb.ObjectSize); off += AUSize {
 		blk := int(off / BlockSize)
 		if len(stale) > 0 && !anyIn(stale, blk, BlocksPerAU) {
 			continue
 		}
-		req := wire.Request{Op: wire.OpReadMeta, Disk: r.peerDisk, Volume: id.Volume, Index: id.Index, Offset: off, Length: AUSize}
+		req := wire.Request{Op: wire.OpReadMeta, Flags: hiddenFlag(t.remoteHidden), Disk: r.peerDisk, Volume: id.Volume, Index: id.Index, Offset: off, Length: AUSize}
 		if err := r.peer.Do(ctx, &req, &r.resp); err != nil {
 			return nil, fmt.Errorf("recover object %s: %w", id, err)
 		}
@@ -333,7 +457,7 @@ func (r *recovery) recoverObject(ctx context.Context, id ObjectID, stale map[int
 		}
 		rstates = append([]uint8(nil), rstates...) // resp.Data is reused below
 		rvers = append([]uint64(nil), rvers...)
-		lstates, lvers, err := local.BlockMeta(id, off, AUSize)
+		lstates, lvers, err := local.BlockMeta(id, t.localHidden, off, AUSize)
 		if err != nil {
 			return nil, err
 		}
@@ -344,6 +468,11 @@ func (r *recovery) recoverObject(ctx context.Context, id ObjectID, stale map[int
 			}
 			if rvers[i] > lvers[i] {
 				copyBlock[i] = true
+				continue
+			}
+			if t.remoteHidden {
+				copyBlock[i] = true // nothing writes to it: the replica's copy is right
+				r.st.BlocksStale++
 				continue
 			}
 			if stale == nil {
@@ -369,7 +498,7 @@ func (r *recovery) recoverObject(ctx context.Context, id ObjectID, stale map[int
 			for j < BlocksPerAU && copyBlock[j] {
 				j++
 			}
-			if err := r.copyRun(ctx, id, blk, i, j, rstates, rvers, lstates, lvers); err != nil {
+			if err := r.copyRun(ctx, t, blk, i, j, rstates, rvers, lstates, lvers); err != nil {
 				return nil, err
 			}
 			i = j
@@ -380,7 +509,8 @@ func (r *recovery) recoverObject(ctx context.Context, id ObjectID, stale map[int
 
 // copyRun fetches blocks [i, j) of the AU starting at block blk from the
 // replica and applies them where the local block is still as compared.
-func (r *recovery) copyRun(ctx context.Context, id ObjectID, blk, i, j int, rstates []uint8, rvers []uint64, lstates []uint8, lvers []uint64) error {
+func (r *recovery) copyRun(ctx context.Context, t target, blk, i, j int, rstates []uint8, rvers []uint64, lstates []uint8, lvers []uint64) error {
+	id := t.id
 	var data []byte
 	states := rstates[i:j]
 	if hasData(states) {
@@ -391,7 +521,7 @@ func (r *recovery) copyRun(ctx context.Context, id ObjectID, blk, i, j int, rsta
 			}
 		}
 		// READ_OWN: states then own data of the run.
-		req := wire.Request{Op: wire.OpReadOwn, Disk: r.peerDisk, Volume: id.Volume, Index: id.Index,
+		req := wire.Request{Op: wire.OpReadOwn, Flags: hiddenFlag(t.remoteHidden), Disk: r.peerDisk, Volume: id.Volume, Index: id.Index,
 			Offset: uint64(blk+i) * BlockSize, Length: uint32(n)}
 		if err := r.peer.Do(ctx, &req, &r.resp); err != nil {
 			return fmt.Errorf("recover object %s: %w", id, err)
@@ -420,9 +550,17 @@ func (r *recovery) copyRun(ctx context.Context, id ObjectID, blk, i, j int, rsta
 			r.st.BlocksCleared++
 		}
 	}
-	kept, err := r.local.applyBlocks(id, blk+i, states, rvers[i:j], lstates[i:j], lvers[i:j], data)
+	kept, err := r.local.applyBlocks(id, t.localHidden, blk+i, states, rvers[i:j], lstates[i:j], lvers[i:j], data)
 	r.st.BlocksKept += uint64(kept)
 	return err
+}
+
+// hiddenFlag is the request flag that addresses a hidden object.
+func hiddenFlag(hidden bool) uint8 {
+	if hidden {
+		return wire.FlagHidden
+	}
+	return 0
 }
 
 // skipBlock marks a block applyBlocks leaves alone.
@@ -475,11 +613,11 @@ func hasData(states []uint8) bool {
 // each AU's stripe lock from the check to the metadata update, so no
 // write or zeroing of that AU comes between. It returns how many blocks
 // it left alone because they had changed. Recovery only.
-func (s *Store) applyBlocks(id ObjectID, blk int, states []uint8, vers []uint64, expState []uint8, expVer []uint64, data []byte) (int, error) {
+func (s *Store) applyBlocks(id ObjectID, hidden bool, blk int, states []uint8, vers []uint64, expState []uint8, expVer []uint64, data []byte) (int, error) {
 	s.gate.RLock()
 	defer s.gate.RUnlock()
 	s.mu.Lock()
-	o, err := s.lookup(id)
+	o, err := s.find(id, hidden)
 	s.mu.Unlock()
 	if err != nil {
 		return 0, err

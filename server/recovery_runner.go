@@ -147,7 +147,8 @@ func (s *Server) recoverDisk(ctx context.Context, o Options, st *Store, dr *apic
 			continue
 		}
 		scope := func(id ObjectID) bool { return src.Scope(id) && !s.layerDeleted(id.Volume) }
-		stats, err := RecoverWith(ctx, st, c, src.Disk, RecoverOptions{Scope: scope, Settle: settle, Limit: limit.wait,
+		create := func(id ObjectID, parent *ObjectID) error { return s.create(st, id, parent) }
+		stats, err := RecoverWith(ctx, st, c, src.Disk, RecoverOptions{Scope: scope, Settle: settle, Limit: limit.wait, Create: create,
 			Progress: func(done, all int) {
 				prog.set(i, done, all)
 				report(false)

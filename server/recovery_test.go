@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -223,12 +224,12 @@ func TestRecoveryCompareAndSet(t *testing.T) {
 	// Block 1's client write came before the copy: emulate the ordering
 	// with applyBlocks directly, whose expectation no longer holds.
 	blk(down, 1, 40)
-	kept, err := down.applyBlocks(obj, 1, []uint8{BlockData}, []uint64{21}, []uint8{BlockData}, []uint64{11}, make([]byte, BlockSize))
+	kept, err := down.applyBlocks(obj, false, 1, []uint8{BlockData}, []uint64{21}, []uint8{BlockData}, []uint64{11}, make([]byte, BlockSize))
 	if err != nil || kept != 1 {
 		t.Fatalf("applyBlocks over a block changed since the comparison: kept %d, %v; want it left alone", kept, err)
 	}
 	want := map[int]uint64{0: 20, 1: 40, 2: 12, 3: 30}
-	_, vers, err := down.BlockMeta(obj, 0, 4*BlockSize)
+	_, vers, err := down.BlockMeta(obj, false, 0, 4*BlockSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,5 +276,140 @@ func TestRecoveryEqualVersionsStillCompared(t *testing.T) {
 	got := make([]byte, BlockSize)
 	if err := down.Read(id, 0, got); err != nil || !bytes.Equal(got, missed) || st.BlocksCopied != 1 {
 		t.Fatalf("missed block after recovery: equal %v, err %v, stats %+v", bytes.Equal(got, missed), err, st)
+	}
+}
+
+// A snapshot deleted while it has children is hidden on the replica, and
+// recovery's scope leaves reclaimed layers out: a disk that lacks such a
+// parent (fresh, or down since before its data was written) still gets
+// it, and one that holds a stale copy has it brought up to date, so the
+// children read alike on both disks, also after a restart.
+func TestRecoveryHiddenParents(t *testing.T) {
+	up, _ := mustNewFileStore(t, 32)
+	fresh, freshPath := mustNewFileStore(t, 32)
+	stale, _ := mustNewFileStore(t, 32)
+	version := uint64(10)
+	buf := make([]byte, 8*BlockSize)
+	write := func(stores []*Store, id ObjectID, blk int) {
+		t.Helper()
+		version++
+		pattern(version, buf)
+		for _, s := range stores {
+			if err := s.Write(id, uint64(blk)*BlockSize, buf, version); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Layer 1 is a snapshot of layer 2, which is one of layer 3; layer 3
+	// is the live volume. The stale disk has layer 1 as it was before
+	// its last writes.
+	for i := uint32(0); i < 2; i++ {
+		for _, s := range []*Store{up, stale} {
+			if err := s.CreateObject(ObjectID{1, i}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for b := 0; b < testObjectSize/BlockSize; b += 64 {
+			write([]*Store{up, stale}, ObjectID{1, i}, b)
+		}
+		write([]*Store{up}, ObjectID{1, i}, 8)
+		if err := up.CreateObject(ObjectID{2, i}, &ObjectID{1, i}); err != nil {
+			t.Fatal(err)
+		}
+		write([]*Store{up}, ObjectID{2, i}, 64)
+		if err := up.CreateObject(ObjectID{3, i}, &ObjectID{2, i}); err != nil {
+			t.Fatal(err)
+		}
+		write([]*Store{up}, ObjectID{3, i}, 128)
+	}
+	if n, err := up.DeleteLayers([]uint64{1, 2}); err != nil || n != 4 {
+		t.Fatalf("delete layers 1 and 2: %d objects, %v", n, err)
+	}
+	if st := up.Stats(); st.HiddenObjects != 4 {
+		t.Fatalf("replica holds %d hidden objects, want 4", st.HiddenObjects)
+	}
+	c := serveStore(t, up)
+	live := func(id ObjectID) bool { return id.Volume == 3 } // what the runner's scope leaves
+	same := func(s *Store) {
+		t.Helper()
+		for i := uint32(0); i < 2; i++ {
+			a, b := make([]byte, testObjectSize), make([]byte, testObjectSize)
+			if err := up.Read(ObjectID{3, i}, 0, a); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Read(ObjectID{3, i}, 0, b); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a, b) {
+				t.Fatalf("object 3/%d reads differently from the replica after recovery", i)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		s    *Store
+	}{{"fresh", fresh}, {"stale", stale}} {
+		st, err := Recover(context.Background(), tc.s, c, up.sb.DiskID, live, nil)
+		if err != nil {
+			t.Fatalf("%s disk: %v", tc.name, err)
+		}
+		t.Logf("%s disk: %+v", tc.name, st)
+		same(tc.s)
+		st, err = Recover(context.Background(), tc.s, c, up.sb.DiskID, live, nil)
+		if err != nil || st.BlocksCopied != 0 || st.BlocksStale != 0 || st.Created != 0 {
+			t.Fatalf("%s disk: a second recovery did work: %+v %v", tc.name, st, err)
+		}
+	}
+	if got, want := fresh.Stats(), up.Stats(); got != want {
+		t.Fatalf("fresh disk's space accounting differs from the replica's: %+v vs %+v", got, want)
+	}
+	// Its hidden parents have children: a restart keeps them.
+	fresh = reopen(t, fresh, freshPath)
+	same(fresh)
+	// The stale disk still shows layer 1 (its own reclaim hides it); its
+	// content is the replica's now.
+	for i := uint32(0); i < 2; i++ {
+		a, b := make([]byte, testObjectSize), make([]byte, testObjectSize)
+		states := make([]uint8, testObjectSize/BlockSize)
+		if _, err := up.ReadOwn(ObjectID{1, i}, true, 0, a, states); err != nil {
+			t.Fatal(err)
+		}
+		if err := stale.Read(ObjectID{1, i}, 0, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("stale disk's object 1/%d was not brought up to date", i)
+		}
+	}
+}
+
+// A layer reclaimed after the replica's objects were listed: the server's
+// create refuses it (ErrLayerDeleted) and recovery leaves its objects out
+// instead of re-creating space nobody would reclaim.
+func TestRecoveryLeavesLayersReclaimedMeanwhile(t *testing.T) {
+	up, _ := mustNewFileStore(t, 8)
+	down, _ := mustNewFileStore(t, 8)
+	buf := make([]byte, 4*BlockSize)
+	for _, id := range []ObjectID{{1, 0}, {4, 0}} {
+		if err := up.CreateObject(id, nil); err != nil {
+			t.Fatal(err)
+		}
+		pattern(id.Volume, buf)
+		if err := up.Write(id, 0, buf, 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create := func(id ObjectID, parent *ObjectID) error {
+		if id.Volume == 4 {
+			return fmt.Errorf("layer 4: %w", ErrLayerDeleted)
+		}
+		return down.CreateObject(id, parent)
+	}
+	st, err := RecoverWith(context.Background(), down, serveStore(t, up), up.sb.DiskID, RecoverOptions{Create: create})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if down.hasObject(ObjectID{4, 0}) || !down.hasObject(ObjectID{1, 0}) || st.Created != 1 || st.BlocksCopied != 4 {
+		t.Fatalf("recovery created or copied the reclaimed layer: %+v", st)
 	}
 }

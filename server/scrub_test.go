@@ -179,8 +179,8 @@ func TestScrubRepairsFromReplica(t *testing.T) {
 			}
 		}
 		for _, bb := range bad {
-			ls, lv, _ := s.BlockMeta(bb.Object, uint64(bb.Block)*BlockSize, BlockSize)
-			ps, pv, _ := peer.BlockMeta(bb.Object, uint64(bb.Block)*BlockSize, BlockSize)
+			ls, lv, _ := s.BlockMeta(bb.Object, false, uint64(bb.Block)*BlockSize, BlockSize)
+			ps, pv, _ := peer.BlockMeta(bb.Object, false, uint64(bb.Block)*BlockSize, BlockSize)
 			if ls[0] != ps[0] || lv[0] != pv[0] {
 				t.Fatalf("block %v: state/version %d/%d, replica %d/%d", bb, ls[0], lv[0], ps[0], pv[0])
 			}
@@ -398,7 +398,7 @@ func TestScrubFollowsMgmt(t *testing.T) {
 		return n
 	}
 	blocksOf := func(id ObjectID) (n int64) {
-		states, _, _ := s.BlockMeta(id, 0, testObjectSize)
+		states, _, _ := s.BlockMeta(id, false, 0, testObjectSize)
 		for _, st := range states {
 			if st == BlockData {
 				n++

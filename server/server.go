@@ -311,12 +311,12 @@ func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Respons
 	case wire.OpReadOwn:
 		n := int(req.Length) / BlockSize
 		buf := resp.Grow(n + int(req.Length))
-		resp.Version, err = st.ReadOwn(id, req.Offset, buf[n:], buf[:n])
+		resp.Version, err = st.ReadOwn(id, req.Flags&wire.FlagHidden != 0, req.Offset, buf[n:], buf[:n])
 	case wire.OpVersions:
-		vs := st.Versions()
+		vs := st.AllVersions()
 		out := make([]wire.VersionEntry, len(vs))
 		for i, v := range vs {
-			out[i] = wire.VersionEntry{Volume: v.Object.Volume, Index: v.Object.Index, Version: v.Version}
+			out[i] = wire.VersionEntry{Volume: v.Object.Volume, Index: v.Object.Index, Version: v.Version, Hidden: v.Hidden}
 			if v.Parent != nil {
 				out[i].HasParent, out[i].ParentVolume, out[i].ParentIndex = true, v.Parent.Volume, v.Parent.Index
 			}
@@ -325,7 +325,7 @@ func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Respons
 	case wire.OpReadMeta:
 		var states []uint8
 		var vers []uint64
-		if states, vers, err = st.BlockMeta(id, req.Offset, int(req.Length)); err == nil {
+		if states, vers, err = st.BlockMeta(id, req.Flags&wire.FlagHidden != 0, req.Offset, int(req.Length)); err == nil {
 			resp.Data = wire.EncodeBlockMeta(resp.Data[:0], states, vers)
 		}
 	case wire.OpStat:

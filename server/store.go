@@ -100,6 +100,7 @@ type ObjectVersion struct {
 	Object  ObjectID
 	Version uint64
 	Parent  *ObjectID
+	Hidden  bool // deleted, kept for its children (AllVersions only)
 }
 
 const stripes = 256
@@ -441,6 +442,28 @@ func (s *Store) lookup(id ObjectID) (*object, error) {
 	return o, nil
 }
 
+// find returns the visible object id, or with hidden its hidden one
+// (deleted, kept for its children; the newest if there were several).
+// Caller holds mu.
+func (s *Store) find(id ObjectID, hidden bool) (*object, error) {
+	if !hidden {
+		return s.lookup(id)
+	}
+	if s.failed != nil {
+		return nil, fmt.Errorf("disk %d: %w: %v", s.sb.DiskID, ErrFailed, s.failed)
+	}
+	var found *object
+	for _, o := range s.slots {
+		if o != nil && o.hidden && o.id == id && (found == nil || o.inc > found.inc) {
+			found = o
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("disk %d: hidden object %s: %w", s.sb.DiskID, id, ErrNotFound)
+	}
+	return found, nil
+}
+
 func (s *Store) checkRange(id ObjectID, off uint64, n int) error {
 	if off%BlockSize != 0 || n%BlockSize != 0 || off+uint64(n) > uint64(s.sb.ObjectSize) {
 		return fmt.Errorf("disk %d: object %s: offset %d length %d: %w (4 KiB aligned, inside %d bytes)", s.sb.DiskID, id, off, n, ErrRange, s.sb.ObjectSize)
@@ -765,7 +788,8 @@ func (s *Store) readChunk(o *object, idx, b0 int, buf []byte) error {
 // ReadOwn reads the object's own blocks, not its parent's, for recovery:
 // states gets one Block* value per block and buf the data of BlockData
 // blocks (zeros elsewhere). It also returns the object's version.
-func (s *Store) ReadOwn(id ObjectID, off uint64, buf []byte, states []uint8) (uint64, error) {
+// With hidden it reads the hidden object of the id.
+func (s *Store) ReadOwn(id ObjectID, hidden bool, off uint64, buf []byte, states []uint8) (uint64, error) {
 	if err := s.checkRange(id, off, len(buf)); err != nil {
 		return 0, err
 	}
@@ -775,7 +799,7 @@ func (s *Store) ReadOwn(id ObjectID, off uint64, buf []byte, states []uint8) (ui
 	s.gate.RLock()
 	defer s.gate.RUnlock()
 	s.mu.Lock()
-	o, err := s.lookup(id)
+	o, err := s.find(id, hidden)
 	var version uint64
 	if o != nil {
 		version = o.version
@@ -804,9 +828,20 @@ func (s *Store) ReadOwn(id ObjectID, off uint64, buf []byte, states []uint8) (ui
 // CreateObject creates an empty object, a copy-on-write child of parent
 // when parent is not nil. It is durable when CreateObject returns.
 func (s *Store) CreateObject(id ObjectID, parent *ObjectID) error {
+	return s.createObject(id, parent, false)
+}
+
+// createHidden creates the hidden object of an id, which recovery fills
+// and then creates its children under. Until it has children it is freed
+// by a restart like any childless hidden object.
+func (s *Store) createHidden(id ObjectID, parent *ObjectID) error {
+	return s.createObject(id, parent, true)
+}
+
+func (s *Store) createObject(id ObjectID, parent *ObjectID, hidden bool) error {
 	s.gate.Lock()
 	s.mu.Lock()
-	err := s.createLocked(id, parent)
+	err := s.createLocked(id, parent, hidden)
 	s.mu.Unlock()
 	s.gate.Unlock()
 	if err != nil {
@@ -815,17 +850,24 @@ func (s *Store) CreateObject(id ObjectID, parent *ObjectID) error {
 	return s.Flush()
 }
 
-func (s *Store) createLocked(id ObjectID, parent *ObjectID) error {
+func (s *Store) createLocked(id ObjectID, parent *ObjectID, hidden bool) error {
 	if s.failed != nil {
 		return fmt.Errorf("disk %d: %w: %v", s.sb.DiskID, ErrFailed, s.failed)
 	}
-	if s.objects[id] != nil {
+	if hidden {
+		if _, err := s.find(id, true); err == nil {
+			return fmt.Errorf("disk %d: hidden object %s: %w", s.sb.DiskID, id, ErrExists)
+		}
+	} else if s.objects[id] != nil {
 		return fmt.Errorf("disk %d: object %s: %w", s.sb.DiskID, id, ErrExists)
 	}
 	var p *object
 	if parent != nil {
 		var err error
-		if p, err = s.lookup(*parent); err != nil {
+		if p, err = s.lookup(*parent); errors.Is(err, ErrNotFound) {
+			p, err = s.find(*parent, true) // recovery re-creates children of hidden parents
+		}
+		if err != nil {
 			return fmt.Errorf("create object %s: parent: %w", id, err)
 		}
 	}
@@ -844,7 +886,11 @@ func (s *Store) createLocked(id ObjectID, parent *ObjectID) error {
 		p.children++
 	}
 	s.slots[slot] = o
-	s.objects[id] = o
+	if hidden {
+		o.hidden = true
+	} else {
+		s.objects[id] = o
+	}
 	s.byInc[o.inc] = o
 	s.dirtyObj[slot] = struct{}{}
 	return nil
@@ -1018,6 +1064,26 @@ func (s *Store) Versions() []ObjectVersion {
 	return out
 }
 
+// AllVersions is Versions with the hidden objects (deleted, kept for
+// their children), which recovery copies as parents.
+func (s *Store) AllVersions() []ObjectVersion {
+	out := s.Versions()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.slots {
+		if o == nil || !o.hidden {
+			continue
+		}
+		v := ObjectVersion{Object: o.id, Version: o.version, Hidden: true}
+		if o.parent != nil {
+			p := o.parent.id
+			v.Parent = &p
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
 // Stats returns the exact space accounting.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
@@ -1102,13 +1168,14 @@ func (s *Store) scrubAU(o *object, idx int, buf []byte) ([]BadBlock, uint64, err
 // BlockMeta returns the state and version of each of the object's own
 // blocks in [off, off+n): what recovery compares between replicas. A
 // block of an unallocated AU is unwritten with version 0.
-func (s *Store) BlockMeta(id ObjectID, off uint64, n int) ([]uint8, []uint64, error) {
+// With hidden it describes the hidden object of the id.
+func (s *Store) BlockMeta(id ObjectID, hidden bool, off uint64, n int) ([]uint8, []uint64, error) {
 	if err := s.checkRange(id, off, n); err != nil {
 		return nil, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o, err := s.lookup(id)
+	o, err := s.find(id, hidden)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -1124,10 +1191,10 @@ func (s *Store) BlockMeta(id ObjectID, off uint64, n int) ([]uint8, []uint64, er
 }
 
 // setVersion sets the object's version to a replica's. Recovery only.
-func (s *Store) setVersion(id ObjectID, version uint64) error {
+func (s *Store) setVersion(id ObjectID, hidden bool, version uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o, err := s.lookup(id)
+	o, err := s.find(id, hidden)
 	if err != nil {
 		return err
 	}
@@ -1136,6 +1203,14 @@ func (s *Store) setVersion(id ObjectID, version uint64) error {
 		s.dirtyObj[o.slot] = struct{}{}
 	}
 	return nil
+}
+
+// hasHidden reports whether a hidden object id exists.
+func (s *Store) hasHidden(id ObjectID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.find(id, true)
+	return err == nil
 }
 
 // hasObject reports whether a visible object id exists.

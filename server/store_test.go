@@ -120,7 +120,7 @@ func TestCopyOnWriteChain(t *testing.T) {
 	// ReadOwn sees only the child's own blocks.
 	buf := make([]byte, 4*BlockSize)
 	states := make([]uint8, 4)
-	v, err := s.ReadOwn(child, 0, buf, states)
+	v, err := s.ReadOwn(child, false, 0, buf, states)
 	if err != nil {
 		t.Fatal(err)
 	}

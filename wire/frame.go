@@ -44,6 +44,10 @@ func (o Op) String() string {
 const (
 	FlagFUA    = 1 << 0
 	FlagParent = 1 << 1
+	// FlagHidden makes READ_META and READ_OWN address the hidden object
+	// of the id (deleted, kept for its copy-on-write children), which
+	// recovery and scrub copy like any other.
+	FlagHidden = 1 << 2
 )
 
 // Status of a response.
@@ -256,15 +260,23 @@ func ReadResponse(rd io.Reader, r *Response) error {
 }
 
 // VersionEntry is one element of a VERSIONS reply: an object, its
-// version, and its copy-on-write parent when HasParent.
+// version, and its copy-on-write parent when HasParent. Hidden objects
+// (deleted, kept for their children) are listed with Hidden.
 type VersionEntry struct {
 	Volume       uint64
 	Index        uint32
 	Version      uint64
 	HasParent    bool
+	Hidden       bool
 	ParentVolume uint64
 	ParentIndex  uint32
 }
+
+// Bits of a VERSIONS entry's flag byte.
+const (
+	versionHasParent = 1 << 0
+	versionHidden    = 1 << 1
+)
 
 const versionEntrySize = 33
 
@@ -277,7 +289,10 @@ func EncodeVersions(b []byte, vs []VersionEntry) []byte {
 		b = le.AppendUint64(b, v.Version)
 		var p byte
 		if v.HasParent {
-			p = 1
+			p |= versionHasParent
+		}
+		if v.Hidden {
+			p |= versionHidden
 		}
 		b = append(b, p)
 		b = le.AppendUint64(b, v.ParentVolume)
@@ -294,11 +309,15 @@ func DecodeVersions(b []byte) ([]VersionEntry, error) {
 	le := binary.LittleEndian
 	out := make([]VersionEntry, 0, len(b)/versionEntrySize)
 	for ; len(b) > 0; b = b[versionEntrySize:] {
-		if b[20] > 1 || b[20] == 0 && (le.Uint64(b[21:]) != 0 || le.Uint32(b[29:]) != 0) {
+		fl := b[20]
+		if fl&^(versionHasParent|versionHidden) != 0 {
+			return nil, fmt.Errorf("%w: unknown flags %#x in versions entry", ErrFrame, fl)
+		}
+		if fl&versionHasParent == 0 && (le.Uint64(b[21:]) != 0 || le.Uint32(b[29:]) != 0) {
 			return nil, fmt.Errorf("%w: bad parent in versions entry", ErrFrame)
 		}
 		out = append(out, VersionEntry{Volume: le.Uint64(b), Index: le.Uint32(b[8:]), Version: le.Uint64(b[12:]),
-			HasParent: b[20] == 1, ParentVolume: le.Uint64(b[21:]), ParentIndex: le.Uint32(b[29:])})
+			HasParent: fl&versionHasParent != 0, Hidden: fl&versionHidden != 0, ParentVolume: le.Uint64(b[21:]), ParentIndex: le.Uint32(b[29:])})
 	}
 	return out, nil
 }

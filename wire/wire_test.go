@@ -228,7 +228,7 @@ func FuzzDecodeResponse(f *testing.F) {
 }
 
 func FuzzDecodeVersions(f *testing.F) {
-	f.Add(EncodeVersions(nil, []VersionEntry{{Volume: 1, Index: 2, Version: 3}, {Volume: 4, HasParent: true, ParentVolume: 5, ParentIndex: 6}}))
+	f.Add(EncodeVersions(nil, []VersionEntry{{Volume: 1, Index: 2, Version: 3}, {Volume: 4, HasParent: true, ParentVolume: 5, ParentIndex: 6}, {Volume: 7, Hidden: true}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		vs, err := DecodeVersions(b)
 		if err == nil && !bytes.Equal(EncodeVersions(nil, vs), b) {
