@@ -104,14 +104,15 @@ const (
 // version (the copy cannot repair it: ErrStaleCopy); a copy at least as
 // new replaces it with the copy's version, so a write newer than the copy
 // that arrives later still wins.
-func (s *Store) repairBlock(id ObjectID, blk int, c BlockCopy) (repairOutcome, error) {
+// With hidden it repairs the hidden object of the id.
+func (s *Store) repairBlock(id ObjectID, hidden bool, blk int, c BlockCopy) (repairOutcome, error) {
 	if blk < 0 || blk >= int(s.sb.ObjectSize/BlockSize) || (c.State == BlockData && len(c.Data) != BlockSize) {
 		return 0, fmt.Errorf("disk %d: repair object %s block %d: %w", s.sb.DiskID, id, blk, ErrRange)
 	}
 	s.gate.RLock()
 	defer s.gate.RUnlock()
 	s.mu.Lock()
-	o, err := s.lookup(id)
+	o, err := s.find(id, hidden)
 	s.mu.Unlock()
 	if errors.Is(err, ErrNotFound) {
 		return superseded, nil
@@ -179,11 +180,24 @@ type ReplicaFinder interface {
 
 // FetchBlock reads one block of an object's own data from a replica:
 // READ_META for its state and version, READ_OWN for its data, and
-// READ_META again; if the block changed in between it tries again.
-func FetchBlock(ctx context.Context, r Replica, id ObjectID, blk int) (BlockCopy, error) {
+// READ_META again; if the block changed in between it tries again. A
+// hidden object is asked for as hidden, and as visible where the replica
+// has not reclaimed its layer yet.
+func FetchBlock(ctx context.Context, r Replica, id ObjectID, hidden bool, blk int) (BlockCopy, error) {
+	if hidden {
+		c, err := fetchBlock(ctx, r, id, wire.FlagHidden, blk)
+		var se *wire.StatusError
+		if !errors.As(err, &se) || se.Status != wire.StatusNotFound {
+			return c, err
+		}
+	}
+	return fetchBlock(ctx, r, id, 0, blk)
+}
+
+func fetchBlock(ctx context.Context, r Replica, id ObjectID, flags uint8, blk int) (BlockCopy, error) {
 	meta := func() (uint8, uint64, error) {
 		var resp wire.Response
-		req := wire.Request{Op: wire.OpReadMeta, Disk: r.Disk, Volume: id.Volume, Index: id.Index, Offset: uint64(blk) * BlockSize, Length: BlockSize}
+		req := wire.Request{Op: wire.OpReadMeta, Flags: flags, Disk: r.Disk, Volume: id.Volume, Index: id.Index, Offset: uint64(blk) * BlockSize, Length: BlockSize}
 		if err := r.Conn.Do(ctx, &req, &resp); err != nil {
 			return 0, 0, err
 		}
@@ -203,7 +217,7 @@ func FetchBlock(ctx context.Context, r Replica, id ObjectID, blk int) (BlockCopy
 			return c, nil
 		}
 		var resp wire.Response
-		req := wire.Request{Op: wire.OpReadOwn, Disk: r.Disk, Volume: id.Volume, Index: id.Index, Offset: uint64(blk) * BlockSize, Length: BlockSize}
+		req := wire.Request{Op: wire.OpReadOwn, Flags: flags, Disk: r.Disk, Volume: id.Volume, Index: id.Index, Offset: uint64(blk) * BlockSize, Length: BlockSize}
 		if err := r.Conn.Do(ctx, &req, &resp); err != nil {
 			return BlockCopy{}, fmt.Errorf("fetch object %s block %d from disk %d: %w", id, blk, r.Disk, err)
 		}
@@ -420,6 +434,16 @@ func (sc *Scrubber) run(ctx context.Context) {
 	}
 }
 
+// placement is the object whose disk set holds the bad block's object:
+// itself, or for a hidden object (whose deleted layer mgmt no longer
+// places) a visible object that reads through it.
+func (sc *Scrubber) placement(b BadBlock) (ObjectID, bool) {
+	if !b.Hidden {
+		return b.Object, true
+	}
+	return sc.store.visibleDescendant(b.Object)
+}
+
 // repair rewrites a bad block from the first replica that has a good copy
 // at least as new; false (logged as an error) when none has.
 func (sc *Scrubber) repair(ctx context.Context, b BadBlock) bool {
@@ -429,18 +453,20 @@ func (sc *Scrubber) repair(ctx context.Context, b BadBlock) bool {
 	var errs []error
 	if sc.find == nil {
 		errs = append(errs, errors.New("no replica finder (the server has no mgmt connection)"))
-	} else if r, err := sc.find.Replicas(ctx, sc.store.sb.DiskID, b.Object); err != nil {
+	} else if where, ok := sc.placement(b); !ok {
+		errs = append(errs, errors.New("the hidden object has no visible descendant left (freed meanwhile)"))
+	} else if r, err := sc.find.Replicas(ctx, sc.store.sb.DiskID, where); err != nil {
 		errs = append(errs, err)
 	} else {
 		reps = r
 	}
 	for _, r := range reps {
-		c, err := FetchBlock(ctx, r, b.Object, b.Block)
+		c, err := FetchBlock(ctx, r, b.Object, b.Hidden, b.Block)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		out, err := sc.store.repairBlock(b.Object, b.Block, c)
+		out, err := sc.store.repairBlock(b.Object, b.Hidden, b.Block, c)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("disk %d: %w", r.Disk, err))
 			continue

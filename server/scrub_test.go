@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -84,7 +85,7 @@ func TestScrubFindsExactlyTheFlippedBlocks(t *testing.T) {
 	s, path := mustNewFileStore(t, 16)
 	ids := []ObjectID{{7, 0}, {7, 1}, {8, 3}}
 	blocks := writeObjects(t, ids, s)
-	want := []BadBlock{{ids[0], 0}, {ids[0], 3 * BlocksPerAU}, {ids[1], 5}, {ids[2], 2*BlocksPerAU + 10}}
+	want := []BadBlock{{Object: ids[0], Block: 0}, {Object: ids[0], Block: 3 * BlocksPerAU}, {Object: ids[1], Block: 5}, {Object: ids[2], Block: 2*BlocksPerAU + 10}}
 	for _, b := range want {
 		flipBytes(t, s, path, b.Object, b.Block)
 	}
@@ -157,7 +158,7 @@ func TestScrubRepairsFromReplica(t *testing.T) {
 	peer, _ := mustNewFileStore(t, 16)
 	ids := []ObjectID{{7, 0}, {7, 1}}
 	blocks := writeObjects(t, ids, local, peer)
-	bad := []BadBlock{{ids[0], 3}, {ids[0], 3 + 4*3}, {ids[1], BlocksPerAU + 1}}
+	bad := []BadBlock{{Object: ids[0], Block: 3}, {Object: ids[0], Block: 3 + 4*3}, {Object: ids[1], Block: BlocksPerAU + 1}}
 	for _, b := range bad {
 		flipBytes(t, local, path, b.Object, b.Block)
 	}
@@ -240,10 +241,10 @@ func TestScrubRepairKeepsVersionRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	flipBytes(t, s, path, id, 0)
-	if _, err := s.repairBlock(id, 0, BlockCopy{State: BlockData, Version: 49, Data: block(0)}); !errors.Is(err, ErrStaleCopy) {
+	if _, err := s.repairBlock(id, false, 0, BlockCopy{State: BlockData, Version: 49, Data: block(0)}); !errors.Is(err, ErrStaleCopy) {
 		t.Fatalf("repair from an older copy: %v, want ErrStaleCopy", err)
 	}
-	if out, err := s.repairBlock(id, 0, BlockCopy{State: BlockData, Version: 50, Data: block(1)}); err != nil || out != repaired {
+	if out, err := s.repairBlock(id, false, 0, BlockCopy{State: BlockData, Version: 50, Data: block(1)}); err != nil || out != repaired {
 		t.Fatalf("repair: %v %v", out, err)
 	}
 	if got := mustRead(t, s, id, 0); !bytes.Equal(got, block(1)) {
@@ -266,7 +267,7 @@ func TestScrubRepairKeepsVersionRules(t *testing.T) {
 	if err := s.Write(id, 0, block(4), 52); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := s.repairBlock(id, 0, BlockCopy{State: BlockData, Version: 51, Data: block(3)}); err != nil || out != superseded {
+	if out, err := s.repairBlock(id, false, 0, BlockCopy{State: BlockData, Version: 51, Data: block(3)}); err != nil || out != superseded {
 		t.Fatalf("repair of a rewritten block: %v %v, want superseded", out, err)
 	}
 	if got := mustRead(t, s, id, 0); !bytes.Equal(got, block(4)) {
@@ -278,7 +279,7 @@ func TestScrubRepairKeepsVersionRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	flipBytes(t, s, path, id, 1)
-	if out, err := s.repairBlock(id, 1, BlockCopy{State: BlockUnwritten, Version: 61}); err != nil || out != repaired {
+	if out, err := s.repairBlock(id, false, 1, BlockCopy{State: BlockUnwritten, Version: 61}); err != nil || out != repaired {
 		t.Fatalf("repair from a trimmed copy: %v %v", out, err)
 	}
 	if got := mustRead(t, s, id, 1); !bytes.Equal(got, make([]byte, BlockSize)) {
@@ -474,4 +475,59 @@ func TestScrubEndsWhenTheDiskFails(t *testing.T) {
 		return !d.Scrubbing && d.ScrubState == ScrubFailed && d.ScrubError != ""
 	})
 	<-done
+}
+
+// onlyFor is a ReplicaFinder that knows the placement of one object only,
+// as mgmt does not place a deleted layer.
+type onlyFor struct {
+	id   ObjectID
+	reps []Replica
+}
+
+func (f onlyFor) Replicas(_ context.Context, _ uint32, id ObjectID) ([]Replica, error) {
+	if id != f.id {
+		return nil, fmt.Errorf("mgmt places object %s on no disk set of this disk", id)
+	}
+	return f.reps, nil
+}
+
+// A bad block of a hidden parent (a snapshot deleted while it has
+// children) is repaired from a replica that holds it hidden, or still
+// visible, found through the placement of a child that reads through it.
+func TestScrubRepairsHiddenParent(t *testing.T) {
+	parent, child := ObjectID{7, 0}, ObjectID{8, 0}
+	for _, peerHides := range []bool{true, false} {
+		local, path := mustNewFileStore(t, 16)
+		peer, _ := mustNewFileStore(t, 16)
+		blocks := writeObjects(t, []ObjectID{parent}, local, peer)
+		for _, s := range []*Store{local, peer} {
+			if err := s.CreateObject(child, &parent); err != nil {
+				t.Fatal(err)
+			}
+		}
+		flipBytes(t, local, path, parent, 3)
+		hide := []*Store{local}
+		if peerHides {
+			hide = append(hide, peer)
+		}
+		for _, s := range hide {
+			if err := s.DeleteObject(parent); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st := runScrub(t, local, onlyFor{child, []Replica{{Disk: 3, Conn: serveStore(t, peer)}}})
+		if st.State != ScrubDone || st.Errors != 1 || st.Repaired != 1 || st.Unrepairable != 0 || st.Blocks != uint64(blocks) {
+			t.Fatalf("peer hides the parent %v: scrub status %+v, want done, 1 error repaired of %d blocks", peerHides, st, blocks)
+		}
+		a, b := make([]byte, testObjectSize), make([]byte, testObjectSize)
+		if err := local.Read(child, 0, a); err != nil {
+			t.Fatalf("peer hides the parent %v: the child reads through the repaired parent: %v", peerHides, err)
+		}
+		if err := peer.Read(child, 0, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("peer hides the parent %v: the child reads differently from the replica after the repair", peerHides)
+		}
+	}
 }

@@ -1114,7 +1114,8 @@ func (s *Store) Stats() Stats {
 // BadBlock is a block whose data fails its checksum.
 type BadBlock struct {
 	Object ObjectID
-	Block  int // block index in the object
+	Block  int  // block index in the object
+	Hidden bool // of the hidden object of the id (a deleted parent)
 }
 
 func (s *Store) scrubAU(o *object, idx int, buf []byte) ([]BadBlock, uint64, error) {
@@ -1149,7 +1150,7 @@ func (s *Store) scrubAU(o *object, idx int, buf []byte) ([]BadBlock, uint64, err
 		}
 		n++
 		if crc32.Checksum(buf[b*BlockSize:(b+1)*BlockSize], castagnoli) != m.crcs[b] {
-			bad = append(bad, BadBlock{Object: o.id, Block: idx*BlocksPerAU + b})
+			bad = append(bad, BadBlock{Object: o.id, Block: idx*BlocksPerAU + b, Hidden: o.hidden})
 		}
 	}
 	if len(bad) > 0 {
@@ -1203,6 +1204,26 @@ func (s *Store) setVersion(id ObjectID, hidden bool, version uint64) error {
 		s.dirtyObj[o.slot] = struct{}{}
 	}
 	return nil
+}
+
+// visibleDescendant returns a visible object that reads through the
+// hidden object id: it lives on the same disks, so its placement is the
+// hidden object's.
+func (s *Store) visibleDescendant(id ObjectID) (ObjectID, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, err := s.find(id, true)
+	if err != nil {
+		return ObjectID{}, false
+	}
+	for vid, o := range s.objects {
+		for p := o.parent; p != nil; p = p.parent {
+			if p == h {
+				return vid, true
+			}
+		}
+	}
+	return ObjectID{}, false
 }
 
 // hasHidden reports whether a hidden object id exists.
