@@ -150,7 +150,10 @@ func (r *aioRing) submit() {
 		for len(batch) > 0 {
 			n, _, e := syscall.Syscall(syscall.SYS_IO_SUBMIT, r.ctx, uintptr(len(batch)), uintptr(unsafe.Pointer(&batch[0])))
 			switch {
-			case e == syscall.EINTR || e == syscall.EAGAIN:
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN: // out of kernel resources for a moment
+				time.Sleep(time.Millisecond)
 				continue
 			case e != 0:
 				// The first request of the batch was refused: fail it
