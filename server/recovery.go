@@ -212,8 +212,8 @@ func (r *recovery) remoteVersions(ctx context.Context) (want, hidden map[ObjectI
 }
 
 // hiddenAncestors returns the hidden objects of the replica that objects
-// of want read through (a snapshot deleted while it has children): this
-// disk needs them as parents, whatever the scope says of their layer.
+// of want read through (their layer reclaimed before their children's):
+// this disk needs them as parents, whatever the scope says of their layer.
 func hiddenAncestors(want, hidden map[ObjectID]wire.VersionEntry) map[ObjectID]wire.VersionEntry {
 	need := map[ObjectID]wire.VersionEntry{}
 	for _, e := range want {

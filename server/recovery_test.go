@@ -279,11 +279,12 @@ func TestRecoveryEqualVersionsStillCompared(t *testing.T) {
 	}
 }
 
-// A snapshot deleted while it has children is hidden on the replica, and
-// recovery's scope leaves reclaimed layers out: a disk that lacks such a
-// parent (fresh, or down since before its data was written) still gets
-// it, and one that holds a stale copy has it brought up to date, so the
-// children read alike on both disks, also after a restart.
+// A layer reclaimed before the layers that read through it is hidden on
+// the replica, and recovery's scope leaves reclaimed layers out: a disk
+// that lacks such a parent (fresh, or down since before its data was
+// written) still gets it, and one that holds a stale copy has it brought
+// up to date, so the children read alike on both disks, also after a
+// restart.
 func TestRecoveryHiddenParents(t *testing.T) {
 	up, _ := mustNewFileStore(t, 32)
 	fresh, freshPath := mustNewFileStore(t, 32)

@@ -491,8 +491,8 @@ func (f onlyFor) Replicas(_ context.Context, _ uint32, id ObjectID) ([]Replica, 
 	return f.reps, nil
 }
 
-// A bad block of a hidden parent (a snapshot deleted while it has
-// children) is repaired from a replica that holds it hidden, or still
+// A bad block of a hidden parent (its layer reclaimed while children read
+// through it) is repaired from a replica that holds it hidden, or still
 // visible, found through the placement of a child that reads through it.
 func TestScrubRepairsHiddenParent(t *testing.T) {
 	parent, child := ObjectID{7, 0}, ObjectID{8, 0}
