@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -46,10 +47,11 @@ type aioRing struct {
 // the iocb during io_submit and writes the event to the ring; buf keeps
 // the caller's buffer reachable while the device uses it.
 type aioRequest struct {
-	cb   [64]byte // struct iocb
-	buf  []byte
-	res  int64
-	wake chan struct{}
+	cb       [64]byte // struct iocb
+	buf      []byte
+	res      int64
+	wake     chan struct{}
+	inflight atomic.Bool
 }
 
 const (
@@ -111,6 +113,11 @@ func (r *aioRing) do(fd int, write bool, b []byte, off int64) (int, error) {
 	binary.LittleEndian.PutUint64(cb[40:], uint64(off))
 	binary.LittleEndian.PutUint32(cb[56:], iocbResFD)
 	binary.LittleEndian.PutUint32(cb[60:], r.efdNo)
+	// The kernel orders a submission before its completion, but Go's
+	// memory model (and the race detector) does not see through it: the
+	// reaper's Swap of inflight orders this request's fields before it
+	// writes the result.
+	q.inflight.Store(true)
 
 	r.mu.Lock()
 	r.queue = append(r.queue, slot)
@@ -159,6 +166,7 @@ func (r *aioRing) submit() {
 				// The first request of the batch was refused: fail it
 				// alone and submit the rest.
 				q := &r.reqs[slots[0]]
+				q.inflight.Store(false)
 				q.res = -int64(e)
 				q.wake <- struct{}{}
 				n = 1
@@ -189,7 +197,11 @@ func (r *aioRing) reap() {
 				break
 			}
 			for _, ev := range events[:n] {
-				q := &r.reqs[binary.LittleEndian.Uint64(ev[0:])]
+				slot := binary.LittleEndian.Uint64(ev[0:])
+				if slot >= aioDepth || !r.reqs[slot].inflight.Swap(false) {
+					continue // not a request of ours in flight
+				}
+				q := &r.reqs[slot]
 				q.res = int64(binary.LittleEndian.Uint64(ev[16:]))
 				q.wake <- struct{}{}
 			}
