@@ -121,14 +121,12 @@ func RecoverWith(ctx context.Context, local *Store, peer *wire.Client, peerDisk 
 			staleObjs[id] = v.Version
 		}
 	}
-	done := 0
-	if len(need) > 0 {
-		if err := r.recoverHidden(ctx, need, &done); err != nil {
-			return r.st, err
-		}
+	targets, err := r.createMissing(want, have, staleObjs, need)
+	if err != nil {
+		return r.st, err
 	}
-	r.hidden = need
-	if err := r.createMissing(want, have, staleObjs); err != nil {
+	done := 0
+	if err := r.recoverHidden(ctx, need, targets, &done); err != nil {
 		return r.st, err
 	}
 	deferred := map[ObjectID]map[int]blockMeta{}
@@ -178,7 +176,6 @@ type recovery struct {
 	o        RecoverOptions
 	st       RecoveryStats
 	resp     wire.Response
-	hidden   map[ObjectID]wire.VersionEntry // hidden parents recovered first
 }
 
 // target is an object recovery compares: on the replica and here, the
@@ -233,51 +230,10 @@ func hiddenAncestors(want, hidden map[ObjectID]wire.VersionEntry) map[ObjectID]w
 	return need
 }
 
-// recoverHidden makes this disk hold each hidden parent of need as the
-// replica has it: an object here of that id (visible, while this disk has
-// not yet reclaimed its layer, or hidden) is compared and brought up to
-// date, a missing one is created hidden, a parent before its children.
-// Nothing writes to hidden objects, so every block that differs takes the
-// replica's content.
-func (r *recovery) recoverHidden(ctx context.Context, need map[ObjectID]wire.VersionEntry, done *int) error {
-	targets := map[ObjectID]target{}
-	for len(targets) < len(need) {
-		progressed := false
-		for id, e := range need {
-			if _, ok := targets[id]; ok {
-				continue
-			}
-			t := target{id: id, remoteHidden: true}
-			switch {
-			case r.local.hasObject(id):
-			case r.local.hasHidden(id):
-				t.localHidden = true
-			default:
-				var parent *ObjectID
-				if e.HasParent {
-					p := ObjectID{e.ParentVolume, e.ParentIndex}
-					if _, coming := need[p]; coming {
-						if _, made := targets[p]; !made {
-							continue
-						}
-					} else if !r.local.hasObject(p) && !r.local.hasHidden(p) {
-						return fmt.Errorf("recover: hidden object %s: its parent %s is not on this disk yet; it comes with the recovery of the parent's set, retry after it", id, p)
-					}
-					parent = &p
-				}
-				if err := r.local.createHidden(id, parent); err != nil {
-					return fmt.Errorf("recover: %w", err)
-				}
-				t.localHidden = true
-				r.st.Created++
-			}
-			targets[id] = t
-			progressed = true
-		}
-		if !progressed {
-			return errors.New("recover: parent chain loop in the replica's hidden objects")
-		}
-	}
+// recoverHidden brings each hidden parent of need, held here as targets
+// says, to what the replica has. Nothing writes to hidden objects, so
+// every block that differs takes the replica's content.
+func (r *recovery) recoverHidden(ctx context.Context, need map[ObjectID]wire.VersionEntry, targets map[ObjectID]target, done *int) error {
 	for id, t := range targets {
 		if _, err := r.recoverObject(ctx, t, nil); err != nil {
 			return err
@@ -293,61 +249,105 @@ func (r *recovery) recoverHidden(ctx context.Context, need map[ObjectID]wire.Ver
 	return nil
 }
 
-// createMissing creates the objects of want that have does not hold, a
-// parent before its children; stale ones are left for settle.
-func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[ObjectID]ObjectVersion, stale map[ObjectID]uint64) error {
+// createMissing creates the objects of want that have does not hold and
+// the hidden parents of need this disk lacks (hidden), a parent before
+// its children; stale ones are left for settle. It returns how each
+// hidden parent is held here: an object of that id that is still visible
+// (this disk has not reclaimed its layer yet), a hidden one, or the one
+// it created.
+func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[ObjectID]ObjectVersion, stale map[ObjectID]uint64, need map[ObjectID]wire.VersionEntry) (map[ObjectID]target, error) {
+	targets := map[ObjectID]target{}
+	for id := range need {
+		switch {
+		case r.local.hasObject(id):
+			targets[id] = target{id: id, remoteHidden: true}
+		case r.local.hasHidden(id):
+			targets[id] = target{id: id, remoteHidden: true, localHidden: true}
+		}
+	}
+	// parentHere returns an entry's parent once it is here; ready false:
+	// it comes later in this loop.
+	parentHere := func(id ObjectID, e wire.VersionEntry) (parent *ObjectID, ready bool, err error) {
+		if !e.HasParent {
+			return nil, true, nil
+		}
+		p := ObjectID{e.ParentVolume, e.ParentIndex}
+		if _, hiddenParent := need[p]; hiddenParent {
+			_, ok := targets[p]
+			return &p, ok, nil
+		}
+		_, ok := have[p]
+		if _, bad := stale[p]; bad {
+			ok = false
+		}
+		if !ok && !r.o.Scope(p) {
+			ok = r.local.hasObject(p)
+		}
+		if ok {
+			return &p, true, nil
+		}
+		if _, coming := want[p]; coming {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("recover: object %s: its parent %s is not on this disk yet; it comes with the recovery of the parent's set, retry after it", id, p)
+	}
 	for pending := true; pending; {
 		pending = false
 		progressed := false
+		for id, e := range need {
+			if _, ok := targets[id]; ok {
+				continue
+			}
+			parent, ready, err := parentHere(id, e)
+			if err != nil {
+				return nil, err
+			}
+			if !ready {
+				pending = true
+				continue
+			}
+			if err := r.local.createHidden(id, parent); err != nil {
+				return nil, fmt.Errorf("recover: %w", err)
+			}
+			targets[id] = target{id: id, remoteHidden: true, localHidden: true}
+			r.st.Created++
+			progressed = true
+		}
 		for id, e := range want {
 			if _, ok := have[id]; ok {
 				continue
 			}
-			var parent *ObjectID
-			if e.HasParent {
-				p := ObjectID{e.ParentVolume, e.ParentIndex}
-				_, ok := have[p]
-				if _, bad := stale[p]; bad {
-					ok = false
-				}
-				if _, hiddenParent := r.hidden[p]; hiddenParent {
-					ok = true // recoverHidden made it
-				}
-				if !ok && !r.o.Scope(p) {
-					ok = r.local.hasObject(p)
-				}
-				if !ok {
-					if _, coming := want[p]; coming {
-						pending = true
-						continue
-					}
-					return fmt.Errorf("recover: object %s: its parent %s is not on this disk yet; it comes with the recovery of the parent's set, retry after it", id, p)
-				}
-				parent = &p
+			parent, ready, err := parentHere(id, e)
+			if err != nil {
+				return nil, err
+			}
+			if !ready {
+				pending = true
+				continue
 			}
 			// A client may create it meanwhile (its first write): fine.
 			create := r.o.Create
 			if create == nil {
 				create = r.local.CreateObject
 			}
-			err := create(id, parent)
+			err = create(id, parent)
 			if errors.Is(err, ErrLayerDeleted) {
 				delete(want, id) // reclaimed meanwhile: nothing to copy
 				progressed = true
 				continue
 			}
 			if err != nil && !errors.Is(err, ErrExists) {
-				return fmt.Errorf("recover: %w", err)
+				return nil, fmt.Errorf("recover: %w", err)
 			}
 			have[id] = ObjectVersion{Object: id, Parent: parent}
 			r.st.Created++
 			progressed = true
 		}
 		if pending && !progressed {
-			return errors.New("recover: parent chain loop in the replica's objects")
+			return nil, errors.New("recover: parent chain loop in the replica's objects")
 		}
 	}
-	return nil
+	return targets, nil
 }
 
 // settle waits o.Settle, then deals with what looked newer here than on
@@ -405,7 +405,7 @@ func (r *recovery) settle(ctx context.Context, deferred map[ObjectID]map[int]blo
 		for id := range recreate {
 			sub[id] = want[id]
 		}
-		if err := r.createMissing(sub, have, nil); err != nil {
+		if _, err := r.createMissing(sub, have, nil, nil); err != nil {
 			return err
 		}
 		for id := range recreate {

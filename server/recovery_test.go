@@ -414,3 +414,48 @@ func TestRecoveryLeavesLayersReclaimedMeanwhile(t *testing.T) {
 		t.Fatalf("recovery created or copied the reclaimed layer: %+v", st)
 	}
 }
+
+// A hidden parent whose own parent is live (a middle layer of a chain
+// reclaimed first): on a fresh disk the live grandparent is created
+// before the hidden parent, and that before the child.
+func TestRecoveryHiddenParentOfLiveGrandparent(t *testing.T) {
+	up, _ := mustNewFileStore(t, 16)
+	fresh, _ := mustNewFileStore(t, 16)
+	buf := make([]byte, 4*BlockSize)
+	chain := []ObjectID{{1, 0}, {2, 0}, {3, 0}}
+	for i, id := range chain {
+		var parent *ObjectID
+		if i > 0 {
+			parent = &chain[i-1]
+		}
+		if err := up.CreateObject(id, parent); err != nil {
+			t.Fatal(err)
+		}
+		pattern(uint64(i+1), buf)
+		if err := up.Write(id, uint64(i)*4*BlockSize, buf, uint64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := up.DeleteLayers([]uint64{2}); err != nil {
+		t.Fatal(err)
+	}
+	live := func(id ObjectID) bool { return id.Volume != 2 }
+	if _, err := Recover(context.Background(), fresh, serveStore(t, up), up.sb.DiskID, live, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []ObjectID{chain[0], chain[2]} {
+		a, b := make([]byte, testObjectSize), make([]byte, testObjectSize)
+		if err := up.Read(id, 0, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := fresh.Read(id, 0, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("object %s reads differently on the recovered disk", id)
+		}
+	}
+	if got, want := fresh.Stats(), up.Stats(); got != want {
+		t.Fatalf("space accounting differs: %+v vs %+v", got, want)
+	}
+}
