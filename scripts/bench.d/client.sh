@@ -5,7 +5,8 @@
 # file plugin serving a file of the same size: 4 KiB random read and write
 # at queue depth 32 and 1 MiB sequential write. Prints each figure, the
 # keel/nbdkit ratio (goals: 0.8 random read, 0.4 random write, 0.3
-# sequential write) and the peak memory (VmHWM) of every keel process.
+# sequential write), the CPU time per operation of keel's processes
+# together, and the peak memory (VmHWM) of every keel process.
 # KEEL_BENCH_TIME (default 20) is the length of each fio run in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,7 +38,17 @@ nbdkit -U "$work/nbdkit.sock" -P "$work/nbdkit.pid" -f file "$work/peer.img" &
 nbdkit_pid=$!
 for _ in $(seq 1 50); do [ -S "$work/nbdkit.sock" ] && break; sleep 0.1; done
 
-# run URI RW BS: prints IOPS (random) or MiB/s (sequential)
+# cputicks: user+system clock ticks of every keel process, summed
+cputicks() {
+	local pid sum=0
+	for pid in $KEEL_MGMT_PIDS $KEEL_SERVER_PIDS $KEEL_CLIENT_PIDS; do
+		sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+	done
+	echo "$sum"
+}
+
+# run URI RW BS: prints IOPS (random) or MiB/s (sequential), then the
+# operations fio completed
 run() {
 	local out
 	out=$(fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs="$3" --iodepth=32 --numjobs=1 \
@@ -46,7 +57,7 @@ run() {
 import json, sys
 s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]
 op = "read" if sys.argv[1].endswith("read") else "write"
-print(j[op]["iops"] if sys.argv[2] == "4k" else j[op]["bw"] / 1024)' "$2" "$3" <<<"$out"
+print(j[op]["iops"] if sys.argv[2] == "4k" else j[op]["bw"] / 1024, j[op]["total_ios"])' "$2" "$3" <<<"$out"
 }
 
 keel_uri=$KEEL_NBD_UNIX_URI
@@ -55,17 +66,25 @@ peer_uri="nbd+unix:///?socket=$work/nbdkit.sock"
 fio --name=fill --ioengine=nbd --uri="$keel_uri" --rw=write --bs=1m --iodepth=8 --size=1G >/dev/null 2>&1
 fio --name=fill --ioengine=nbd --uri="$peer_uri" --rw=write --bs=1m --iodepth=8 --size=1G >/dev/null 2>&1
 
-printf '%-26s %14s %14s %8s %6s\n' "workload (${t}s, QD32)" keel nbdkit ratio goal
+# CPU per operation (all keel processes, from /proc/PID/stat around the
+# run) is steadier than the rates, which vary by a quarter between runs
+# on a shared machine.
+printf '%-26s %14s %14s %8s %6s %14s\n' "workload (${t}s, QD32)" keel nbdkit ratio goal "keel CPU/op"
 for w in "randread 4k 0.8 IOPS" "randwrite 4k 0.4 IOPS" "write 1m 0.3 MiB/s"; do
 	read -r rw bs goal unit <<<"$w"
-	k=$(run "$keel_uri" "$rw" "$bs")
-	p=$(run "$peer_uri" "$rw" "$bs")
+	c0=$(cputicks)
+	kout=$(run "$keel_uri" "$rw" "$bs")
+	c1=$(cputicks)
+	pout=$(run "$peer_uri" "$rw" "$bs")
+	read -r k kops <<<"$kout"
+	read -r p _ <<<"$pout"
 	python3 -c '
-import sys
-rw, bs, unit, goal, k, p = sys.argv[1:]
+import os, sys
+rw, bs, unit, goal, k, p, kops, ticks = sys.argv[1:]
 k, p = float(k), float(p)
 r = k / p if p else 0
-print("%-26s %14s %14s %8.2f %6s" % (rw + " " + bs + " (" + unit + ")", "%.0f" % k, "%.0f" % p, r, goal))' "$rw" "$bs" "$unit" "$goal" "$k" "$p"
+us = int(ticks) * 1e6 / os.sysconf("SC_CLK_TCK") / max(int(kops), 1)
+print("%-26s %14s %14s %8.2f %6s %11.0f us" % (rw + " " + bs + " (" + unit + ")", "%.0f" % k, "%.0f" % p, r, goal, us))' "$rw" "$bs" "$unit" "$goal" "$k" "$p" "$kops" "$((c1 - c0))"
 done
 
 echo "peak memory (VmHWM) of the keel processes:"
