@@ -1025,6 +1025,14 @@ func (s *Store) flushOnce() (bool, error) {
 			return false, nil
 		}
 	}
+	// Freeing hidden parents takes the gate: recovery and scrub address
+	// hidden objects too, and each holds the gate's read lock from the
+	// lookup to its last device write, so none of them is still using an
+	// AU that is freed here and handed to a live object next.
+	if len(pending) > 0 {
+		s.gate.Lock()
+		defer s.gate.Unlock()
+	}
 	s.mu.Lock()
 	for _, w := range writes {
 		if w.au >= 0 {
