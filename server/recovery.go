@@ -64,7 +64,7 @@ type RecoverOptions struct {
 	// Store.CreateObject; the server's refuses, with ErrLayerDeleted, a
 	// layer reclaimed after the replica's objects were listed, and the
 	// object is left out.
-	Create func(id ObjectID, parent *ObjectID) error
+	Create func(id ObjectID, parent *ObjectID, parentHidden bool) error
 }
 
 // Recover is RecoverWith without concurrent writers: scope and progress
@@ -231,8 +231,9 @@ func hiddenAncestors(want, hidden map[ObjectID]wire.VersionEntry) map[ObjectID]w
 }
 
 // recoverHidden brings each hidden parent of need, held here as targets
-// says, to what the replica has. Nothing writes to hidden objects, so
-// every block that differs takes the replica's content.
+// says, up to what the replica has: a block newer there, or of the same
+// version in another state, takes the replica's content; nothing writes
+// to hidden objects, so there is nothing to wait for.
 func (r *recovery) recoverHidden(ctx context.Context, need map[ObjectID]wire.VersionEntry, targets map[ObjectID]target, done *int) error {
 	for id, t := range targets {
 		if _, err := r.recoverObject(ctx, t, nil); err != nil {
@@ -265,16 +266,17 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 			targets[id] = target{id: id, remoteHidden: true, localHidden: true}
 		}
 	}
-	// parentHere returns an entry's parent once it is here; ready false:
-	// it comes later in this loop.
-	parentHere := func(id ObjectID, e wire.VersionEntry) (parent *ObjectID, ready bool, err error) {
+	// parentHere returns an entry's parent once it is here, and whether
+	// it is the hidden object of its id here; ready false: it comes later
+	// in this loop.
+	parentHere := func(id ObjectID, e wire.VersionEntry) (parent *ObjectID, hidden, ready bool, err error) {
 		if !e.HasParent {
-			return nil, true, nil
+			return nil, false, true, nil
 		}
 		p := ObjectID{e.ParentVolume, e.ParentIndex}
 		if _, hiddenParent := need[p]; hiddenParent {
-			_, ok := targets[p]
-			return &p, ok, nil
+			t, ok := targets[p]
+			return &p, t.localHidden, ok, nil
 		}
 		_, ok := have[p]
 		if _, bad := stale[p]; bad {
@@ -284,12 +286,12 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 			ok = r.local.hasObject(p)
 		}
 		if ok {
-			return &p, true, nil
+			return &p, false, true, nil
 		}
 		if _, coming := want[p]; coming {
-			return nil, false, nil
+			return nil, false, false, nil
 		}
-		return nil, false, fmt.Errorf("recover: object %s: its parent %s is not on this disk yet; it comes with the recovery of the parent's set, retry after it", id, p)
+		return nil, false, false, fmt.Errorf("recover: object %s: its parent %s is not on this disk yet; it comes with the recovery of the parent's set, retry after it", id, p)
 	}
 	for pending := true; pending; {
 		pending = false
@@ -298,7 +300,7 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 			if _, ok := targets[id]; ok {
 				continue
 			}
-			parent, ready, err := parentHere(id, e)
+			parent, parentHidden, ready, err := parentHere(id, e)
 			if err != nil {
 				return nil, err
 			}
@@ -306,7 +308,7 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 				pending = true
 				continue
 			}
-			if err := r.local.createHidden(id, parent); err != nil {
+			if err := r.local.createHidden(id, parent, parentHidden); err != nil {
 				return nil, fmt.Errorf("recover: %w", err)
 			}
 			targets[id] = target{id: id, remoteHidden: true, localHidden: true}
@@ -317,7 +319,7 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 			if _, ok := have[id]; ok {
 				continue
 			}
-			parent, ready, err := parentHere(id, e)
+			parent, parentHidden, ready, err := parentHere(id, e)
 			if err != nil {
 				return nil, err
 			}
@@ -328,9 +330,9 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 			// A client may create it meanwhile (its first write): fine.
 			create := r.o.Create
 			if create == nil {
-				create = r.local.CreateObject
+				create = r.local.createChild
 			}
-			err = create(id, parent)
+			err = create(id, parent, parentHidden)
 			if errors.Is(err, ErrLayerDeleted) {
 				delete(want, id) // reclaimed meanwhile: nothing to copy
 				progressed = true
@@ -471,8 +473,16 @@ func (r *recovery) recoverObject(ctx context.Context, t target, stale map[int]bl
 				continue
 			}
 			if t.remoteHidden {
-				copyBlock[i] = true // nothing writes to it: the replica's copy is right
-				r.st.BlocksStale++
+				// Nothing writes to a hidden object, so nothing settles:
+				// an equal version in another state takes the replica's,
+				// a newer local block is kept (the replica's copy may be
+				// the stale one).
+				if rvers[i] == lvers[i] {
+					copyBlock[i] = true
+					r.st.BlocksStale++
+				} else {
+					r.st.BlocksKept++
+				}
 				continue
 			}
 			if stale == nil {

@@ -147,7 +147,9 @@ func (s *Server) recoverDisk(ctx context.Context, o Options, st *Store, dr *apic
 			continue
 		}
 		scope := func(id ObjectID) bool { return src.Scope(id) && !s.layerDeleted(id.Volume) }
-		create := func(id ObjectID, parent *ObjectID) error { return s.create(st, id, parent) }
+		create := func(id ObjectID, parent *ObjectID, parentHidden bool) error {
+			return s.create(st, id, parent, parentHidden)
+		}
 		stats, err := RecoverWith(ctx, st, c, src.Disk, RecoverOptions{Scope: scope, Settle: settle, Limit: limit.wait, Create: create,
 			Progress: func(done, all int) {
 				prog.set(i, done, all)

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -400,11 +401,11 @@ func TestRecoveryLeavesLayersReclaimedMeanwhile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	create := func(id ObjectID, parent *ObjectID) error {
+	create := func(id ObjectID, parent *ObjectID, parentHidden bool) error {
 		if id.Volume == 4 {
 			return fmt.Errorf("layer 4: %w", ErrLayerDeleted)
 		}
-		return down.CreateObject(id, parent)
+		return down.createChild(id, parent, parentHidden)
 	}
 	st, err := RecoverWith(context.Background(), down, serveStore(t, up), up.sb.DiskID, RecoverOptions{Create: create})
 	if err != nil {
@@ -457,5 +458,50 @@ func TestRecoveryHiddenParentOfLiveGrandparent(t *testing.T) {
 	}
 	if got, want := fresh.Stats(), up.Stats(); got != want {
 		t.Fatalf("space accounting differs: %+v vs %+v", got, want)
+	}
+}
+
+// A hidden parent's block newer here than on the replica is kept: the
+// replica's copy may be the stale one.
+func TestRecoveryHiddenParentKeepsNewerBlocks(t *testing.T) {
+	up, _ := mustNewFileStore(t, 8)
+	down, _ := mustNewFileStore(t, 8)
+	parent, child := ObjectID{1, 0}, ObjectID{2, 0}
+	old, newer := make([]byte, BlockSize), make([]byte, BlockSize)
+	pattern(5, old)
+	pattern(7, newer)
+	for _, c := range []struct {
+		s       *Store
+		data    []byte
+		version uint64
+	}{{up, old, 5}, {down, newer, 7}} {
+		if err := c.s.CreateObject(parent, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.s.Write(parent, 0, c.data, c.version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := up.CreateObject(child, &parent); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.DeleteLayers([]uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	// A client's create never takes a deleted parent; recovery's does.
+	if err := up.CreateObject(ObjectID{3, 0}, &parent); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a create under a hidden parent: got %v, want ErrNotFound", err)
+	}
+	live := func(id ObjectID) bool { return id.Volume == 2 }
+	st, err := Recover(context.Background(), down, serveStore(t, up), up.sb.DiskID, live, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, BlockSize)
+	if err := down.Read(child, 0, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, newer) || st.BlocksKept != 1 {
+		t.Fatalf("the newer local block of the hidden parent was replaced by the replica's older one (%+v)", st)
 	}
 }

@@ -113,14 +113,15 @@ func queryInts(db *sql.DB, query string, row func([]int64)) error {
 // create creates an object unless its layer was reclaimed. It holds the
 // deleted set's read lock throughout, so that once markLayersDeleted
 // returns no create in a reclaimed layer is in flight: the reclaim that
-// follows sees every object such a create made.
-func (s *Server) create(st *Store, id ObjectID, parent *ObjectID) error {
+// follows sees every object such a create made. Only recovery creates
+// under a hidden parent (parentHidden).
+func (s *Server) create(st *Store, id ObjectID, parent *ObjectID, parentHidden bool) error {
 	s.deletedMu.RLock()
 	defer s.deletedMu.RUnlock()
 	if s.deleted[id.Volume] {
 		return fmt.Errorf("layer %d: %w", id.Volume, ErrLayerDeleted)
 	}
-	return st.CreateObject(id, parent)
+	return st.createChild(id, parent, parentHidden)
 }
 
 // layerDeleted reports whether the server reclaimed layer.
@@ -305,7 +306,7 @@ func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Respons
 		if req.Flags&wire.FlagParent != 0 {
 			parent = &ObjectID{Volume: req.ParentVolume, Index: req.ParentIndex}
 		}
-		err = s.create(st, id, parent)
+		err = s.create(st, id, parent, false)
 	case wire.OpDelete:
 		err = st.DeleteObject(id)
 	case wire.OpReadOwn:

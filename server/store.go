@@ -828,20 +828,27 @@ func (s *Store) ReadOwn(id ObjectID, hidden bool, off uint64, buf []byte, states
 // CreateObject creates an empty object, a copy-on-write child of parent
 // when parent is not nil. It is durable when CreateObject returns.
 func (s *Store) CreateObject(id ObjectID, parent *ObjectID) error {
-	return s.createObject(id, parent, false)
+	return s.createObject(id, parent, false, false)
+}
+
+// createChild is CreateObject for recovery, whose parent may be the
+// hidden object of its id (parentHidden): a client never creates under a
+// deleted parent.
+func (s *Store) createChild(id ObjectID, parent *ObjectID, parentHidden bool) error {
+	return s.createObject(id, parent, false, parentHidden)
 }
 
 // createHidden creates the hidden object of an id, which recovery fills
 // and then creates its children under. Until it has children it is freed
 // by a restart like any childless hidden object.
-func (s *Store) createHidden(id ObjectID, parent *ObjectID) error {
-	return s.createObject(id, parent, true)
+func (s *Store) createHidden(id ObjectID, parent *ObjectID, parentHidden bool) error {
+	return s.createObject(id, parent, true, parentHidden)
 }
 
-func (s *Store) createObject(id ObjectID, parent *ObjectID, hidden bool) error {
+func (s *Store) createObject(id ObjectID, parent *ObjectID, hidden, parentHidden bool) error {
 	s.gate.Lock()
 	s.mu.Lock()
-	err := s.createLocked(id, parent, hidden)
+	err := s.createLocked(id, parent, hidden, parentHidden)
 	s.mu.Unlock()
 	s.gate.Unlock()
 	if err != nil {
@@ -850,7 +857,7 @@ func (s *Store) createObject(id ObjectID, parent *ObjectID, hidden bool) error {
 	return s.Flush()
 }
 
-func (s *Store) createLocked(id ObjectID, parent *ObjectID, hidden bool) error {
+func (s *Store) createLocked(id ObjectID, parent *ObjectID, hidden, parentHidden bool) error {
 	if s.failed != nil {
 		return fmt.Errorf("disk %d: %w: %v", s.sb.DiskID, ErrFailed, s.failed)
 	}
@@ -864,10 +871,7 @@ func (s *Store) createLocked(id ObjectID, parent *ObjectID, hidden bool) error {
 	var p *object
 	if parent != nil {
 		var err error
-		if p, err = s.lookup(*parent); errors.Is(err, ErrNotFound) {
-			p, err = s.find(*parent, true) // recovery re-creates children of hidden parents
-		}
-		if err != nil {
+		if p, err = s.find(*parent, parentHidden); err != nil {
 			return fmt.Errorf("create object %s: parent: %w", id, err)
 		}
 	}
