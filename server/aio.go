@@ -30,17 +30,18 @@ const aioCloseWait = 30 * time.Second
 // watches; a reaper goroutine collects them with a non-blocking
 // io_getevents and wakes the callers.
 type aioRing struct {
-	ctx   uintptr
-	efd   *os.File     // read through the poller
-	efdNo uint32       // its number for iocbs (os.File.Fd would make it blocking)
-	slots chan int     // free request slots; bounds what is in flight
-	reqs  []aioRequest // indexed by slot; aio_data holds the slot
-	mu    sync.Mutex
-	queue []int // slots waiting to be submitted
-	busy  bool  // a caller is submitting
-	batch []uintptr
-	done  chan struct{} // closed when the reaper has stopped
-	once  sync.Once     // of close
+	ctx     uintptr
+	efd     *os.File     // read through the poller
+	efdNo   uint32       // its number for iocbs (os.File.Fd would make it blocking)
+	slots   chan int     // free request slots; bounds what is in flight
+	reqs    []aioRequest // indexed by slot; aio_data holds the slot
+	mu      sync.Mutex
+	queue   []int // slots waiting to be submitted
+	busy    bool  // a caller is submitting
+	batch   []uintptr
+	done    chan struct{} // closed when the reaper has stopped
+	closing chan struct{} // closed when close starts: new requests fail
+	once    sync.Once     // of close
 }
 
 // aioRequest is one slot's iocb and its caller's wake-up. The kernel reads
@@ -75,12 +76,13 @@ func newAIORing() (*aioRing, error) {
 		return nil, fmt.Errorf("eventfd: %w", e)
 	}
 	r := &aioRing{
-		ctx:   ctx,
-		efd:   os.NewFile(fd, "aio-eventfd"), // non-blocking: the poller watches it
-		efdNo: uint32(fd),
-		slots: make(chan int, aioDepth),
-		reqs:  make([]aioRequest, aioDepth),
-		done:  make(chan struct{}),
+		ctx:     ctx,
+		efd:     os.NewFile(fd, "aio-eventfd"), // non-blocking: the poller watches it
+		efdNo:   uint32(fd),
+		slots:   make(chan int, aioDepth),
+		reqs:    make([]aioRequest, aioDepth),
+		done:    make(chan struct{}),
+		closing: make(chan struct{}),
 	}
 	for i := range r.reqs {
 		r.reqs[i].wake = make(chan struct{}, 1)
@@ -96,7 +98,18 @@ func (r *aioRing) do(fd int, write bool, b []byte, off int64) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	slot := <-r.slots
+	var slot int
+	select {
+	case slot = <-r.slots:
+	case <-r.closing:
+		return 0, os.ErrClosed
+	}
+	select {
+	case <-r.closing: // both were ready
+		r.slots <- slot
+		return 0, os.ErrClosed
+	default:
+	}
 	q := &r.reqs[slot]
 	q.buf = b
 	op := uint16(iocbPread)
@@ -123,7 +136,7 @@ func (r *aioRing) do(fd int, write bool, b []byte, off int64) (int, error) {
 	r.queue = append(r.queue, slot)
 	if !r.busy {
 		r.busy = true
-		r.submit()
+		r.submit(aioSubmitRounds)
 	}
 	r.mu.Unlock()
 
@@ -142,10 +155,25 @@ func (r *aioRing) do(fd int, write bool, b []byte, off int64) (int, error) {
 	return int(res), nil
 }
 
-// submit hands the queue to the kernel until it is empty. Called with mu
-// held and busy set; returns with mu held and busy clear.
-func (r *aioRing) submit() {
-	for len(r.queue) > 0 {
+// aioSubmitRounds bounds the io_submit calls a caller makes for others
+// before a goroutine takes the queue over, so that under a steady stream
+// of requests no caller's own one waits behind an unbounded run of them.
+const aioSubmitRounds = 4
+
+// submit hands the queue to the kernel until it is empty, at most rounds
+// times (0: no bound), then leaves the rest to a goroutine. Called with
+// mu held and busy set; returns with mu held, busy clear unless the
+// goroutine took over.
+func (r *aioRing) submit(rounds int) {
+	for n := 0; len(r.queue) > 0; n++ {
+		if rounds > 0 && n == rounds {
+			go func() {
+				r.mu.Lock()
+				r.submit(0)
+				r.mu.Unlock()
+			}()
+			return
+		}
 		r.batch = r.batch[:0]
 		for _, s := range r.queue {
 			r.batch = append(r.batch, uintptr(unsafe.Pointer(&r.reqs[s].cb[0])))
@@ -218,6 +246,7 @@ func (r *aioRing) reap() {
 func (r *aioRing) close() { r.once.Do(r.shut) }
 
 func (r *aioRing) shut() {
+	close(r.closing)
 	timeout := time.After(aioCloseWait)
 	for range aioDepth {
 		select {

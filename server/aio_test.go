@@ -121,6 +121,10 @@ func TestAIOErrors(t *testing.T) {
 	if _, err := ring.do(int(f.Fd()), true, b, 0); err != nil {
 		t.Fatalf("a write after the refusals: %v", err)
 	}
+	ring.close()
+	if _, err := ring.do(int(f.Fd()), false, b, 0); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("a read after close: got %v, want os.ErrClosed", err)
+	}
 }
 
 // OpenDevice uses the ring for direct I/O where the file system allows it.
