@@ -293,57 +293,61 @@ func (r *recovery) createMissing(want map[ObjectID]wire.VersionEntry, have map[O
 		}
 		return nil, false, false, fmt.Errorf("recover: object %s: its parent %s is not on this disk yet; it comes with the recovery of the parent's set, retry after it", id, p)
 	}
-	for pending := true; pending; {
-		pending = false
-		progressed := false
-		for id, e := range need {
-			if _, ok := targets[id]; ok {
-				continue
-			}
-			parent, parentHidden, ready, err := parentHere(id, e)
-			if err != nil {
-				return nil, err
-			}
-			if !ready {
-				pending = true
-				continue
-			}
+	create := r.o.Create
+	if create == nil {
+		create = r.local.createChild
+	}
+	// createOne creates one object whose parent is here: hidden ones (need)
+	// hidden, the others as a client would, through create.
+	createOne := func(id ObjectID, hidden bool, parent *ObjectID, parentHidden bool) error {
+		if hidden {
 			if err := r.local.createHidden(id, parent, parentHidden); err != nil {
-				return nil, fmt.Errorf("recover: %w", err)
+				return fmt.Errorf("recover: %w", err)
 			}
 			targets[id] = target{id: id, remoteHidden: true, localHidden: true}
 			r.st.Created++
-			progressed = true
+			return nil
 		}
-		for id, e := range want {
-			if _, ok := have[id]; ok {
-				continue
-			}
-			parent, parentHidden, ready, err := parentHere(id, e)
-			if err != nil {
-				return nil, err
-			}
-			if !ready {
-				pending = true
-				continue
-			}
-			// A client may create it meanwhile (its first write): fine.
-			create := r.o.Create
-			if create == nil {
-				create = r.local.createChild
-			}
-			err = create(id, parent, parentHidden)
-			if errors.Is(err, ErrLayerDeleted) {
-				delete(want, id) // reclaimed meanwhile: nothing to copy
+		// A client may create it meanwhile (its first write): fine.
+		err := create(id, parent, parentHidden)
+		if errors.Is(err, ErrLayerDeleted) {
+			delete(want, id) // reclaimed meanwhile: nothing to copy
+			return nil
+		}
+		if err != nil && !errors.Is(err, ErrExists) {
+			return fmt.Errorf("recover: %w", err)
+		}
+		have[id] = ObjectVersion{Object: id, Parent: parent}
+		r.st.Created++
+		return nil
+	}
+	for pending := true; pending; {
+		pending = false
+		progressed := false
+		for _, kind := range []struct {
+			entries map[ObjectID]wire.VersionEntry
+			hidden  bool
+		}{{need, true}, {want, false}} {
+			for id, e := range kind.entries {
+				if _, ok := targets[id]; ok && kind.hidden {
+					continue
+				}
+				if _, ok := have[id]; ok && !kind.hidden {
+					continue
+				}
+				parent, parentHidden, ready, err := parentHere(id, e)
+				if err != nil {
+					return nil, err
+				}
+				if !ready {
+					pending = true
+					continue
+				}
+				if err := createOne(id, kind.hidden, parent, parentHidden); err != nil {
+					return nil, err
+				}
 				progressed = true
-				continue
 			}
-			if err != nil && !errors.Is(err, ErrExists) {
-				return nil, fmt.Errorf("recover: %w", err)
-			}
-			have[id] = ObjectVersion{Object: id, Parent: parent}
-			r.st.Created++
-			progressed = true
 		}
 		if pending && !progressed {
 			return nil, errors.New("recover: parent chain loop in the replica's objects")
