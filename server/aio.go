@@ -37,6 +37,7 @@ type aioRing struct {
 	reqs    []aioRequest // indexed by slot; aio_data holds the slot
 	mu      sync.Mutex
 	queue   []int // slots waiting to be submitted
+	spare   []int // the other queue, while the submitter has one
 	busy    bool  // a caller is submitting
 	batch   []uintptr
 	done    chan struct{} // closed when the reaper has stopped
@@ -174,13 +175,14 @@ func (r *aioRing) submit(rounds int) {
 			}()
 			return
 		}
+		// Take the queue; callers meanwhile fill the spare one.
+		taken := r.queue
+		r.queue = r.spare[:0]
 		r.batch = r.batch[:0]
-		for _, s := range r.queue {
+		for _, s := range taken {
 			r.batch = append(r.batch, uintptr(unsafe.Pointer(&r.reqs[s].cb[0])))
 		}
-		slots := append([]int(nil), r.queue...)
-		r.queue = r.queue[:0]
-		batch := r.batch
+		batch, slots := r.batch, taken
 		r.mu.Unlock()
 		for len(batch) > 0 {
 			n, _, e := syscall.Syscall(syscall.SYS_IO_SUBMIT, r.ctx, uintptr(len(batch)), uintptr(unsafe.Pointer(&batch[0])))
@@ -202,6 +204,7 @@ func (r *aioRing) submit(rounds int) {
 			batch, slots = batch[n:], slots[n:]
 		}
 		r.mu.Lock()
+		r.spare = taken[:0]
 	}
 	r.busy = false
 }
