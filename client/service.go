@@ -321,6 +321,16 @@ func (s *Service) detach(ctx context.Context, gid string, a *attachment) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	// A failed export answers what its users already sent with EIO; a
+	// forced removal now would drop the requests still unread in their
+	// sockets, and they would see a broken connection instead. Give them
+	// the brief wait to read their errors and hang up.
+	for a.export.Conns() > 0 || (a.tcpExp != nil && a.tcpExp.Conns() > 0) {
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if a.tcpExp != nil {
 		s.tcp.RemoveExport(ctx, a.name, true)
 	}
