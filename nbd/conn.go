@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/sync/semaphore"
+
+	"keel/internal/rawio"
 )
 
 // A connection's requests in flight are bounded by weight: each costs
@@ -56,6 +58,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	nc = rawio.New(nc)
 	return &conn{
 		srv:    s,
 		nc:     nc,
@@ -388,12 +391,12 @@ func (c *conn) send(release []byte, parts ...[]byte) {
 		q := c.queue
 		c.queue = c.spare[:0]
 		c.wmu.Unlock()
-		var bufs net.Buffers
+		var bufs [][]byte
 		for _, r := range q {
 			bufs = append(bufs, r.parts...)
 		}
 		if c.werr == nil {
-			if _, err := bufs.WriteTo(c.nc); err != nil {
+			if _, err := rawio.WriteBuffers(c.nc, bufs); err != nil {
 				c.werr = err
 				c.nc.Close()
 			}

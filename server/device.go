@@ -6,8 +6,11 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"keel/internal/rawio"
 )
 
 // Device is what a store lives on: a block device or a file, or in tests a
@@ -33,6 +36,11 @@ type fileDevice struct {
 	directFrom int64
 	aio        *aioRing // direct I/O through native AIO; nil: pread/pwrite
 	aioErr     error    // why direct I/O has no AIO ring
+	// raw reaches the buffered descriptor for reads from the page cache
+	// by raw system call (rawio.ReadCached); noCached is set once the
+	// file system refused them.
+	raw      syscall.RawConn
+	noCached atomic.Bool
 }
 
 func (d *fileDevice) Sync() error {
@@ -85,7 +93,12 @@ func (d *fileDevice) useDirect(b []byte, off int64) bool {
 
 func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
 	if !d.useDirect(b, off) {
-		return d.File.ReadAt(b, off)
+		n := d.readCached(b, off)
+		if n == len(b) {
+			return n, nil
+		}
+		m, err := d.File.ReadAt(b[n:], off+int64(n))
+		return n + m, err
 	}
 	if aligned(b) {
 		return d.directIO(false, b, off)
@@ -110,6 +123,25 @@ func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 	bb := *bp
 	copy(bb, b)
 	return d.directIO(true, bb[:len(b)], off)
+}
+
+// readCached reads what the page cache holds of b's range from its start
+// without a blocking system call, which would cost the scheduler a thread
+// hand-off on a busy machine; see rawio. The descriptor stays open while
+// it is used (Control holds a reference to it).
+func (d *fileDevice) readCached(b []byte, off int64) int {
+	if d.raw == nil || d.noCached.Load() {
+		return 0
+	}
+	var n int
+	var unsupported bool
+	if d.raw.Control(func(fd uintptr) { n, unsupported = rawio.ReadCached(fd, b, off) }) != nil {
+		return 0
+	}
+	if unsupported {
+		d.noCached.Store(true)
+	}
+	return n
 }
 
 // directIO does one aligned transfer on the direct descriptor.
@@ -137,6 +169,7 @@ func OpenDevice(path string, direct bool) (Device, uint64, error) {
 		return nil, 0, err
 	}
 	d := &fileDevice{File: f}
+	d.raw, _ = f.SyscallConn()
 	if direct {
 		df, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
 		switch {

@@ -8,9 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"keel/internal/rawio"
 )
 
 const handshakeTimeout = 10 * time.Second
@@ -28,6 +31,8 @@ type Client struct {
 	err  error
 	next atomic.Uint64
 	done chan struct{}
+	// pending counts the calls waiting for their replies.
+	pending atomic.Int32
 }
 
 type call struct {
@@ -58,9 +63,11 @@ func Dial(ctx context.Context, network, addr string, secret []byte, self Peer) (
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	conn.SetDeadline(time.Time{})
+	conn = rawio.New(conn)
 	c := &Client{conn: conn, Peer: peer, wait: map[uint64]*call{}, done: make(chan struct{})}
 	c.out.conn = conn
 	c.out.failed = func(err error) { c.shut(fmt.Errorf("%w: %v", ErrClosed, err)) }
+	c.out.busy = func() bool { return c.pending.Load() > 1 }
 	go c.readLoop()
 	sweeper.add(c)
 	return c, nil
@@ -150,6 +157,7 @@ func (c *Client) Start(timeout time.Duration, req *Request, resp *Response) (Cal
 	}
 	c.wait[req.ID] = cl
 	c.mu.Unlock()
+	c.pending.Add(1)
 	c.out.send(req) // a write error shuts the connection (out.failed)
 	return Call{c: c, cl: cl}, nil
 }
@@ -209,6 +217,7 @@ func (c *Client) readLoop() {
 		cl := c.wait[hdr.ID]
 		delete(c.wait, hdr.ID)
 		c.mu.Unlock()
+		c.pending.Add(-1)
 		if cl == nil {
 			c.shut(fmt.Errorf("%w: reply to unknown request %d", ErrFrame, hdr.ID))
 			return
@@ -307,6 +316,10 @@ type batchWriter struct {
 	// failed is called once, outside mu, with the first write error
 	// (whichever goroutine was writing): the connection is done.
 	failed func(error)
+	// busy, if set, reports whether more frames are likely to follow at
+	// once (other requests are in flight on the connection); the sender
+	// then yields once before writing so that they share its system call.
+	busy func() bool
 }
 
 const (
@@ -344,6 +357,11 @@ func (w *batchWriter) send(f frame) {
 		return
 	}
 	w.writing = true
+	if w.busy != nil && w.busy() {
+		w.mu.Unlock()
+		runtime.Gosched()
+		w.mu.Lock()
+	}
 	w.write(maxRounds)
 }
 
@@ -480,12 +498,16 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 	}
 	conn.SetDeadline(time.Time{})
 	cfg.Log.Debug("data-protocol peer connected", "peer", peer.String(), "remote", conn.RemoteAddr().String())
+	conn = rawio.New(conn)
 
+	var serving atomic.Int32
 	out := &batchWriter{conn: conn, failed: func(error) { conn.Close() }} // the reader stops too
+	out.busy = func() bool { return serving.Load() > 1 }
 	serve := func(ex *exchange) {
 		ex.resp = Response{ID: ex.req.ID, Data: ex.resp.Data[:0]}
 		cfg.Handler.ServeWire(peer, &ex.req, &ex.resp)
 		out.send(&ex.resp) // a write error closes the connection (out.failed)
+		serving.Add(-1)
 		exchangePool.Put(ex)
 	}
 	// A fixed set of workers rather than a goroutine per request: their
@@ -513,6 +535,7 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 			exchangePool.Put(ex)
 			break
 		}
+		serving.Add(1)
 		if br.Buffered() == 0 && cfg.Inline != nil && cfg.Inline(&ex.req) {
 			serve(ex) // nothing waits behind it
 			continue
