@@ -96,7 +96,7 @@ func (c *testCluster) start(s *testServer) {
 	s.addr, s.cancel, s.done, s.store = ln.Addr().String(), cancel, make(chan struct{}), st
 	go func() {
 		defer close(s.done)
-		wire.Serve(ctx, ln, wire.ServerConfig{Secret: testSecret, Self: wire.Peer{NodeID: s.disk, Role: "server", Name: "s"}, Handler: srv, Log: log})
+		wire.Serve(ctx, ln, wire.ServerConfig{Secret: testSecret, Self: wire.Peer{NodeID: s.disk, Role: "server", Name: "s"}, Handler: srv, Quick: srv.ServeQuick, Log: log})
 	}()
 }
 

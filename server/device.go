@@ -125,6 +125,15 @@ func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 	return d.directIO(true, bb[:len(b)], off)
 }
 
+// ReadCachedAt reads what the page cache holds of b's range, from its
+// start, without waiting for the device: 0 for direct I/O.
+func (d *fileDevice) ReadCachedAt(b []byte, off int64) int {
+	if d.useDirect(b, off) {
+		return 0
+	}
+	return d.readCached(b, off)
+}
+
 // readCached reads what the page cache holds of b's range from its start
 // without a blocking system call, which would cost the scheduler a thread
 // hand-off on a busy machine; see rawio. The descriptor stays open while

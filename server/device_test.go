@@ -3,11 +3,14 @@ package server
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"keel/wire"
 )
 
 // A buffered device reads from the page cache by raw system call and
@@ -66,5 +69,81 @@ func TestBufferedDeviceReadsCachedAndEvicted(t *testing.T) {
 	d.Close()
 	if _, err := d.ReadAt(got[:4096], 0); err == nil {
 		t.Fatal("ReadAt after Close succeeded")
+	}
+}
+
+// The reader of a connection serves a read itself (ServeQuick) only when
+// the page cache holds all of it, through the parent chain; otherwise a
+// worker serves it, and the response is left as it was. Direct I/O disks
+// never serve quick.
+func TestServeQuickOnlyFromTheCache(t *testing.T) {
+	st, _ := newFileStore(t, 4, false)
+	srv, err := NewServer(slog.New(slog.DiscardHandler), nil, map[string]*Store{"d": st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := st.Superblock().DiskID
+	parent, child := ObjectID{Volume: 1}, ObjectID{Volume: 2}
+	if err := st.CreateObject(parent, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateObject(child, &parent); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 2*BlockSize)
+	pattern(7, want[:BlockSize])
+	pattern(8, want[BlockSize:])
+	// Block 0 from the parent, block 1 the child's own.
+	if err := st.Write(parent, 0, want[:BlockSize], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Write(child, BlockSize, want[BlockSize:], 0); err != nil {
+		t.Fatal(err)
+	}
+	read := func() (*wire.Response, bool) {
+		req := &wire.Request{Op: wire.OpRead, Disk: disk, Volume: child.Volume, Length: uint32(len(want))}
+		resp := &wire.Response{}
+		return resp, srv.ServeQuick(wire.Peer{}, req, resp)
+	}
+	if resp, ok := read(); !ok || resp.Status != wire.StatusOK || !bytes.Equal(resp.Data, want) {
+		t.Fatalf("cached read: served %v, status %d, data equal %v", ok, resp.Status, bytes.Equal(resp.Data, want))
+	}
+	if err := st.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f := st.dev.(*timedDevice).Device.(*fileDevice)
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if resp, ok := read(); ok || resp.Status != wire.StatusOK || len(resp.Data) != 0 {
+		t.Fatalf("read of evicted data: served %v, status %d, %d bytes; want a worker to serve it", ok, resp.Status, len(resp.Data))
+	}
+	got := make([]byte, len(want))
+	if err := st.Read(child, 0, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("Read: %v, data equal %v", err, bytes.Equal(got, want))
+	}
+	if resp, ok := read(); !ok || !bytes.Equal(resp.Data, want) {
+		t.Fatalf("read once cached again: served %v", ok)
+	}
+	// FUA writes wait for the device: never quick.
+	fua := &wire.Request{Op: wire.OpWrite, Flags: wire.FlagFUA, Disk: disk, Volume: child.Volume, Length: BlockSize, Data: want[:BlockSize]}
+	if srv.ServeQuick(wire.Peer{}, fua, &wire.Response{}) {
+		t.Fatal("a FUA write was served quick")
+	}
+
+	direct, _ := newFileStore(t, 4, true)
+	if direct.cached {
+		t.Skip("no O_DIRECT on this file system")
+	}
+	dsrv, err := NewServer(slog.New(slog.DiscardHandler), nil, map[string]*Store{"d": direct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := direct.CreateObject(parent, nil); err != nil {
+		t.Fatal(err)
+	}
+	req := &wire.Request{Op: wire.OpRead, Disk: direct.Superblock().DiskID, Volume: parent.Volume, Length: BlockSize}
+	if dsrv.ServeQuick(wire.Peer{}, req, &wire.Response{}) {
+		t.Fatal("a direct I/O disk served a read quick")
 	}
 }

@@ -193,7 +193,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	cfg := wire.ServerConfig{Secret: o.Secret, Self: wire.Peer{NodeID: o.NodeID, Role: "server", Name: o.Name},
-		Handler: srv, Log: o.Log, Concurrency: o.Concurrency, Inline: srv.inline}
+		Handler: srv, Log: o.Log, Concurrency: o.Concurrency, Quick: srv.ServeQuick}
 	var lns []net.Listener
 	if o.Listen != "" {
 		ln, err := net.Listen("tcp", o.Listen)
@@ -252,33 +252,50 @@ func Run(ctx context.Context, o Options) error {
 	return first
 }
 
-// inline: small reads and small writes without FUA on a disk whose data
-// goes through the page cache are served by a connection's reader when
-// nothing waits behind them (wire.ServerConfig.Inline). A FUA write or a
-// FLUSH waits for the device, so does any I/O with O_DIRECT, and a large
-// request would keep the next one (not yet in the reader's buffer)
-// waiting: those go to a worker, and run in parallel.
-func (s *Server) inline(r *wire.Request) bool {
-	st := s.disks[r.Disk]
-	return st != nil && st.cached && r.Length <= inlineMax &&
-		(r.Op == wire.OpRead || r.Op == wire.OpWrite && r.Flags&wire.FlagFUA == 0)
+// ServeQuick serves, from a connection's reader (wire.ServerConfig.Quick),
+// the requests that need not wait for a device: reads of at most
+// inlineMax whose data the page cache holds, and writes of at most
+// inlineMax without FUA, on a disk whose data goes through the page cache.
+// It reports false, having answered nothing, for any other request, and
+// for a read of which some block is not cached: a worker serves those, in
+// parallel. A FUA write or a FLUSH waits for the device, so does any I/O
+// with O_DIRECT, and a large request would keep the ones behind it
+// waiting.
+func (s *Server) ServeQuick(peer wire.Peer, req *wire.Request, resp *wire.Response) bool {
+	st := s.disks[req.Disk]
+	if st == nil || !st.cached || req.Length > inlineMax ||
+		!(req.Op == wire.OpRead || req.Op == wire.OpWrite && req.Flags&wire.FlagFUA == 0) {
+		return false
+	}
+	return s.serve(peer, req, resp, true)
 }
 
 const inlineMax = 64 << 10
 
 // ServeWire answers one request.
 func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Response) {
+	s.serve(peer, req, resp, false)
+}
+
+// serve answers one request; with cachedOnly a read that would wait for
+// the device answers nothing and returns false.
+func (s *Server) serve(peer wire.Peer, req *wire.Request, resp *wire.Response, cachedOnly bool) bool {
 	st := s.disks[req.Disk]
 	if st == nil {
 		resp.Status = wire.StatusNoDisk
 		resp.Data = fmt.Appendf(resp.Data, "disk %d is not served by this server", req.Disk)
-		return
+		return true
 	}
 	id := ObjectID{Volume: req.Volume, Index: req.Index}
 	var err error
 	switch req.Op {
 	case wire.OpRead:
-		err = st.Read(id, req.Offset, resp.Grow(int(req.Length)))
+		if !cachedOnly {
+			err = st.Read(id, req.Offset, resp.Grow(int(req.Length)))
+		} else if err = st.ReadCached(id, req.Offset, resp.Grow(int(req.Length))); errors.Is(err, ErrWouldBlock) {
+			resp.Data = resp.Data[:0]
+			return false
+		}
 	case wire.OpWrite, wire.OpWriteZeroes, wire.OpTrim:
 		fence := req.Fence
 		if fence == 0 {
@@ -348,6 +365,7 @@ func (s *Server) ServeWire(peer wire.Peer, req *wire.Request, resp *wire.Respons
 			s.log.Error("disk error", "disk", req.Disk, "object", id.String(), "op", req.Op.String(), "peer", peer.String(), "err", err)
 		}
 	}
+	return true
 }
 
 var errBadRequest = errors.New("bad request")

@@ -693,6 +693,21 @@ func (s *Store) zeroChunk(o *object, idx, b0, k int, state uint8, version uint64
 // parent chain. A block failing its checksum fails the read with
 // ErrChecksum; no data of it is returned.
 func (s *Store) Read(id ObjectID, off uint64, buf []byte) error {
+	return s.read(id, off, buf, false)
+}
+
+// ErrWouldBlock is ReadCached's answer when some block of the range is not
+// in the page cache (or the device has no cache).
+var ErrWouldBlock = errors.New("data not in the page cache")
+
+// ReadCached is Read for data the page cache holds: it never waits for the
+// device, failing with ErrWouldBlock instead, so that a connection's
+// reader can serve it itself (Server.ServeQuick).
+func (s *Store) ReadCached(id ObjectID, off uint64, buf []byte) error {
+	return s.read(id, off, buf, true)
+}
+
+func (s *Store) read(id ObjectID, off uint64, buf []byte, cachedOnly bool) error {
 	if err := s.checkRange(id, off, len(buf)); err != nil {
 		return err
 	}
@@ -704,15 +719,15 @@ func (s *Store) Read(id ObjectID, off uint64, buf []byte) error {
 	if err != nil {
 		return err
 	}
-	return s.readObject(o, int(off/BlockSize), buf)
+	return s.readObject(o, int(off/BlockSize), buf, cachedOnly)
 }
 
-func (s *Store) readObject(o *object, blk int, buf []byte) error {
+func (s *Store) readObject(o *object, blk int, buf []byte, cachedOnly bool) error {
 	cnt := len(buf) / BlockSize
 	for done := 0; done < cnt; {
 		idx, b0 := (blk+done)/BlocksPerAU, (blk+done)%BlocksPerAU
 		k := min(cnt-done, BlocksPerAU-b0)
-		if err := s.readChunk(o, idx, b0, buf[done*BlockSize:(done+k)*BlockSize]); err != nil {
+		if err := s.readChunk(o, idx, b0, buf[done*BlockSize:(done+k)*BlockSize], cachedOnly); err != nil {
 			return err
 		}
 		done += k
@@ -722,7 +737,9 @@ func (s *Store) readObject(o *object, blk int, buf []byte) error {
 
 // readChunk reads blocks of one AU index; unwritten runs are read from the
 // parent after the stripe is released (lock order never nests stripes).
-func (s *Store) readChunk(o *object, idx, b0 int, buf []byte) error {
+// With cachedOnly, data the page cache does not hold fails the read with
+// ErrWouldBlock.
+func (s *Store) readChunk(o *object, idx, b0 int, buf []byte, cachedOnly bool) error {
 	k := len(buf) / BlockSize
 	var states [BlocksPerAU]uint8
 	var crcs [BlocksPerAU]uint32
@@ -743,7 +760,12 @@ func (s *Store) readChunk(o *object, idx, b0 int, buf []byte) error {
 		part := buf[i*BlockSize : j*BlockSize]
 		switch states[i] {
 		case BlockData:
-			if _, err := s.dev.ReadAt(part, s.dataOff(au, b0+i)); err != nil {
+			if cachedOnly {
+				if s.timed.ReadCachedAt(part, s.dataOff(au, b0+i)) < len(part) {
+					st.RUnlock()
+					return ErrWouldBlock
+				}
+			} else if _, err := s.dev.ReadAt(part, s.dataOff(au, b0+i)); err != nil {
 				st.RUnlock()
 				return s.fail(err)
 			}
@@ -774,7 +796,7 @@ func (s *Store) readChunk(o *object, idx, b0 int, buf []byte) error {
 		case o.lost:
 			return fmt.Errorf("disk %d: object %s: %w", s.sb.DiskID, o.id, ErrParentLost)
 		case o.parent != nil:
-			if err := s.readObject(o.parent, idx*BlocksPerAU+b0+i, part); err != nil {
+			if err := s.readObject(o.parent, idx*BlocksPerAU+b0+i, part, cachedOnly); err != nil {
 				return err
 			}
 		default:
@@ -822,7 +844,7 @@ func (s *Store) ReadOwn(id ObjectID, hidden bool, off uint64, buf []byte, states
 		}
 		s.mu.Unlock()
 	}
-	return version, s.readObject(&own, blk, buf)
+	return version, s.readObject(&own, blk, buf, false)
 }
 
 // CreateObject creates an empty object, a copy-on-write child of parent

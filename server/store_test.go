@@ -8,8 +8,15 @@ import (
 	"testing"
 )
 
-// mustNewFileStore formats a sparse file of aus extra AUs and opens it.
+// mustNewFileStore formats a sparse file of aus extra AUs and opens it
+// with direct I/O.
 func mustNewFileStore(t testing.TB, aus int) (*Store, string) {
+	t.Helper()
+	return newFileStore(t, aus, true)
+}
+
+// newFileStore is mustNewFileStore, buffered unless direct.
+func newFileStore(t testing.TB, aus int, direct bool) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk")
 	size := MinDiskSize(testObjectSize) + uint64(aus)*(AUSize+objRecordSize+auPageSize)
@@ -19,7 +26,7 @@ func mustNewFileStore(t testing.TB, aus int) (*Store, string) {
 	if err := os.Truncate(path, int64(size)); err != nil {
 		t.Fatal(err)
 	}
-	dev, got, err := OpenDevice(path, true)
+	dev, got, err := OpenDevice(path, direct)
 	if err != nil {
 		t.Fatal(err)
 	}

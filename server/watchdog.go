@@ -54,6 +54,16 @@ func (d *timedDevice) ReadAt(b []byte, off int64) (int, error) {
 	return d.Device.ReadAt(b, off)
 }
 
+// ReadCachedAt reads what the page cache holds of b's range, from its
+// start, without waiting for the device; 0 where the device cannot. It
+// needs no watchdog entry: it cannot hang.
+func (d *timedDevice) ReadCachedAt(b []byte, off int64) int {
+	if c, ok := d.Device.(interface{ ReadCachedAt([]byte, int64) int }); ok {
+		return c.ReadCachedAt(b, off)
+	}
+	return 0
+}
+
 func (d *timedDevice) WriteAt(b []byte, off int64) (int, error) {
 	id := d.begin()
 	defer d.end(id)

@@ -365,6 +365,30 @@ func (w *batchWriter) send(f frame) {
 	w.write(maxRounds)
 }
 
+// queue appends one frame without writing it: the caller flushes (or a
+// later send writes it). With maxBatch bytes queued it is send.
+func (w *batchWriter) queue(f frame) {
+	w.mu.Lock()
+	if len(w.buf) >= maxBatch || w.err != nil {
+		w.mu.Unlock()
+		w.send(f)
+		return
+	}
+	w.buf = f.appendTo(w.buf)
+	w.mu.Unlock()
+}
+
+// flush writes what is queued unless another sender is writing it.
+func (w *batchWriter) flush() {
+	w.mu.Lock()
+	if w.writing || len(w.buf) == 0 || w.err != nil {
+		w.mu.Unlock()
+		return
+	}
+	w.writing = true
+	w.write(maxRounds)
+}
+
 // maxRounds is how many system calls a sender makes for others before it
 // hands the writing to a goroutine of its own: a steady stream of frames
 // must not keep a request's goroutine (or a server's reader) from its own
@@ -428,12 +452,14 @@ type ServerConfig struct {
 	// bounds the requests it serves at once (default 64; one more may be
 	// served inline by its reader).
 	Concurrency int
-	// Inline reports whether a request is quick enough to be served by
-	// the connection's reader itself when no other request is waiting
-	// behind it (nil: never). That saves a hand-off to a worker per
-	// request at low queue depth; requests that arrive together still
-	// run in parallel.
-	Inline func(*Request) bool
+	// Quick, if set, is offered every request first, by the connection's
+	// reader: it serves those it can without waiting for a device
+	// (filling resp as Handler would) and reports true; the others go to
+	// the workers, resp untouched. That saves a hand-off to a worker per
+	// request. Replies of requests served so are written when the reader
+	// has no whole request header left in its buffer, so the replies of
+	// requests that arrived together share a system call.
+	Quick func(peer Peer, req *Request, resp *Response) bool
 }
 
 type exchange struct {
@@ -536,11 +562,17 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 			break
 		}
 		serving.Add(1)
-		if br.Buffered() == 0 && cfg.Inline != nil && cfg.Inline(&ex.req) {
-			serve(ex) // nothing waits behind it
-			continue
+		ex.resp = Response{ID: ex.req.ID, Data: ex.resp.Data[:0]}
+		if cfg.Quick != nil && cfg.Quick(peer, &ex.req, &ex.resp) {
+			out.queue(&ex.resp)
+			serving.Add(-1)
+			exchangePool.Put(ex)
+		} else {
+			work <- ex
 		}
-		work <- ex
+		if br.Buffered() < requestHeader {
+			out.flush()
+		}
 	}
 	close(work)
 	workers.Wait()

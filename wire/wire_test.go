@@ -47,8 +47,8 @@ func (h *memHandler) ServeWire(peer Peer, req *Request, resp *Response) {
 	}
 }
 
-// startServer serves h; inline, when given, is ServerConfig.Inline.
-func startServer(t *testing.T, network string, secret []byte, h Handler, inline ...func(*Request) bool) string {
+// startServer serves h; quick, when given, is ServerConfig.Quick.
+func startServer(t *testing.T, network string, secret []byte, h Handler, quick ...func(Peer, *Request, *Response) bool) string {
 	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "unix" {
@@ -62,8 +62,8 @@ func startServer(t *testing.T, network string, secret []byte, h Handler, inline 
 	done := make(chan error, 1)
 	go func() {
 		cfg := ServerConfig{Secret: secret, Self: Peer{NodeID: 1, Role: "server", Name: "s1"}, Handler: h, Log: slog.New(slog.DiscardHandler)}
-		if len(inline) > 0 {
-			cfg.Inline = inline[0]
+		if len(quick) > 0 {
+			cfg.Quick = quick[0]
 		}
 		done <- Serve(ctx, ln, cfg)
 	}()
@@ -79,14 +79,22 @@ func startServer(t *testing.T, network string, secret []byte, h Handler, inline 
 var secret = []byte("0123456789abcdef0123456789abcdef")
 
 func TestPipelinedReadWrite(t *testing.T) {
-	all := func(*Request) bool { return true }
-	for _, network := range []string{"tcp", "unix", "unix-inline"} {
+	for _, network := range []string{"tcp", "unix", "unix-quick"} {
 		t.Run(network, func(t *testing.T) {
 			h := &memHandler{objects: map[uint64][]byte{}}
 			var addr string
-			if network == "unix-inline" {
+			if network == "unix-quick" {
+				// The reader serves half the reads itself, the workers
+				// the rest: replies of both kinds interleave.
+				quick := func(p Peer, req *Request, resp *Response) bool {
+					if req.Op != OpRead || req.Offset%8192 != 0 {
+						return false
+					}
+					h.ServeWire(p, req, resp)
+					return true
+				}
 				network = "unix"
-				addr = startServer(t, network, secret, h, all)
+				addr = startServer(t, network, secret, h, quick)
 			} else {
 				addr = startServer(t, network, secret, h)
 			}
@@ -300,7 +308,13 @@ func TestDoTimeout(t *testing.T) {
 // each Wait gets its own reply.
 func TestStartWait(t *testing.T) {
 	h := &memHandler{objects: map[uint64][]byte{}}
-	addr := startServer(t, "unix", secret, h, func(r *Request) bool { return r.Op == OpRead })
+	addr := startServer(t, "unix", secret, h, func(p Peer, r *Request, resp *Response) bool {
+		if r.Op != OpRead {
+			return false
+		}
+		h.ServeWire(p, r, resp)
+		return true
+	})
 	c, err := Dial(context.Background(), "unix", addr, secret, Peer{Role: "client"})
 	if err != nil {
 		t.Fatal(err)
@@ -345,7 +359,10 @@ func TestStartWait(t *testing.T) {
 // arrives whole and in its own reply.
 func TestLargeFramesFromManySenders(t *testing.T) {
 	h := &memHandler{objects: map[uint64][]byte{}}
-	addr := startServer(t, "unix", secret, h, func(*Request) bool { return true })
+	addr := startServer(t, "unix", secret, h, func(p Peer, r *Request, resp *Response) bool {
+		h.ServeWire(p, r, resp)
+		return true
+	})
 	c, err := Dial(context.Background(), "unix", addr, secret, Peer{Role: "client"})
 	if err != nil {
 		t.Fatal(err)
