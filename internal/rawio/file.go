@@ -3,12 +3,8 @@ package rawio
 import (
 	"syscall"
 	"unsafe"
-)
 
-// Linux preadv2 and its flag that refuses to wait for the device.
-const (
-	sysPreadv2 = 327 // x86-64
-	rwfNowait  = 0x8
+	"golang.org/x/sys/unix"
 )
 
 // ReadCached reads into p from offset off of file descriptor fd what the
@@ -25,7 +21,8 @@ func ReadCached(fd uintptr, p []byte, off int64) (n int, unsupported bool) {
 	iov := syscall.Iovec{Base: &p[0]}
 	iov.SetLen(len(p))
 	for {
-		r, _, e := syscall.RawSyscall6(sysPreadv2, fd, uintptr(unsafe.Pointer(&iov)), 1, uintptr(off), 0, rwfNowait)
+		// The offset in one argument, high half 0: 64-bit platforms.
+		r, _, e := syscall.RawSyscall6(unix.SYS_PREADV2, fd, uintptr(unsafe.Pointer(&iov)), 1, uintptr(off), 0, unix.RWF_NOWAIT)
 		switch e {
 		case 0:
 			raceWrite(p[:r])

@@ -65,6 +65,9 @@ peer_uri="nbd+unix:///?socket=$work/nbdkit.sock"
 # Fill the region the random reads touch, on both, so reads return data.
 fio --name=fill --ioengine=nbd --uri="$keel_uri" --rw=write --bs=1m --iodepth=8 --size=1G >/dev/null 2>&1
 fio --name=fill --ioengine=nbd --uri="$peer_uri" --rw=write --bs=1m --iodepth=8 --size=1G >/dev/null 2>&1
+# Write both back before measuring, so that neither run pays for the
+# write-back of a fill.
+sync
 
 # CPU per operation (all keel processes, from /proc/PID/stat around the
 # run) is steadier than the rates, which vary by a quarter between runs
