@@ -450,7 +450,7 @@ type ServerConfig struct {
 	Log     *slog.Logger
 	// Concurrency is the number of workers of one connection, which
 	// bounds the requests it serves at once (default 64; one more may be
-	// served inline by its reader).
+	// served by its reader, see Quick).
 	Concurrency int
 	// Quick, if set, is offered every request first, by the connection's
 	// reader: it serves those it can without waiting for a device
