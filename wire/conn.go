@@ -568,7 +568,12 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 			serving.Add(-1)
 			exchangePool.Put(ex)
 		} else {
-			work <- ex
+			select {
+			case work <- ex:
+			default: // every worker busy: send the queued replies first
+				out.flush()
+				work <- ex
+			}
 		}
 		if br.Buffered() < requestHeader {
 			out.flush()

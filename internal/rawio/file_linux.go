@@ -21,8 +21,10 @@ func ReadCached(fd uintptr, p []byte, off int64) (n int, unsupported bool) {
 	iov := syscall.Iovec{Base: &p[0]}
 	iov.SetLen(len(p))
 	for {
-		// The offset in one argument, high half 0: 64-bit platforms.
-		r, _, e := syscall.RawSyscall6(unix.SYS_PREADV2, fd, uintptr(unsafe.Pointer(&iov)), 1, uintptr(off), 0, unix.RWF_NOWAIT)
+		// The offset as low and high halves (the high one is 0 on 64-bit
+		// platforms, where the low one holds all of it).
+		hi := uintptr(uint64(off) >> (4 * unsafe.Sizeof(uintptr(0))) >> (4 * unsafe.Sizeof(uintptr(0))))
+		r, _, e := syscall.RawSyscall6(unix.SYS_PREADV2, fd, uintptr(unsafe.Pointer(&iov)), 1, uintptr(off), hi, unix.RWF_NOWAIT)
 		switch e {
 		case 0:
 			raceWrite(p[:r])
