@@ -103,7 +103,7 @@ func TestServeQuickOnlyFromTheCache(t *testing.T) {
 	read := func() (*wire.Response, bool) {
 		req := &wire.Request{Op: wire.OpRead, Disk: disk, Volume: child.Volume, Length: uint32(len(want))}
 		resp := &wire.Response{}
-		return resp, srv.ServeQuick(wire.Peer{}, req, resp)
+		return resp, srv.ServeQuick(wire.Peer{}, req, resp, true)
 	}
 	if resp, ok := read(); !ok || resp.Status != wire.StatusOK || !bytes.Equal(resp.Data, want) {
 		t.Fatalf("cached read: served %v, status %d, data equal %v", ok, resp.Status, bytes.Equal(resp.Data, want))
@@ -125,9 +125,35 @@ func TestServeQuickOnlyFromTheCache(t *testing.T) {
 	if resp, ok := read(); !ok || !bytes.Equal(resp.Data, want) {
 		t.Fatalf("read once cached again: served %v", ok)
 	}
+	// A write holding the stripe of the child's block 1 (or a metadata
+	// change holding the gate) sends the read to a worker too.
+	st.mu.Lock()
+	inc := st.objects[child].inc
+	st.mu.Unlock()
+	stripe := st.stripeOf(inc, 0)
+	stripe.Lock()
+	_, ok := read()
+	stripe.Unlock()
+	if ok {
+		t.Fatal("a read was served quick while a write held its stripe")
+	}
+	st.gate.Lock()
+	_, ok = read()
+	st.gate.Unlock()
+	if ok {
+		t.Fatal("a read was served quick while the gate was held")
+	}
+	// A write is served quick only when no request waits behind it.
+	wreq := &wire.Request{Op: wire.OpWrite, Disk: disk, Volume: child.Volume, Offset: BlockSize, Length: BlockSize, Data: want[BlockSize:]}
+	if srv.ServeQuick(wire.Peer{}, wreq, &wire.Response{}, false) {
+		t.Fatal("a write with requests behind it was served quick")
+	}
+	if resp := (&wire.Response{}); !srv.ServeQuick(wire.Peer{}, wreq, resp, true) || resp.Status != wire.StatusOK {
+		t.Fatalf("a write alone: not served quick, or status %d", resp.Status)
+	}
 	// FUA writes wait for the device: never quick.
 	fua := &wire.Request{Op: wire.OpWrite, Flags: wire.FlagFUA, Disk: disk, Volume: child.Volume, Length: BlockSize, Data: want[:BlockSize]}
-	if srv.ServeQuick(wire.Peer{}, fua, &wire.Response{}) {
+	if srv.ServeQuick(wire.Peer{}, fua, &wire.Response{}, true) {
 		t.Fatal("a FUA write was served quick")
 	}
 
@@ -143,7 +169,7 @@ func TestServeQuickOnlyFromTheCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := &wire.Request{Op: wire.OpRead, Disk: direct.Superblock().DiskID, Volume: parent.Volume, Length: BlockSize}
-	if dsrv.ServeQuick(wire.Peer{}, req, &wire.Response{}) {
+	if dsrv.ServeQuick(wire.Peer{}, req, &wire.Response{}, true) {
 		t.Fatal("a direct I/O disk served a read quick")
 	}
 }

@@ -254,17 +254,19 @@ func Run(ctx context.Context, o Options) error {
 
 // ServeQuick serves, from a connection's reader (wire.ServerConfig.Quick),
 // the requests that need not wait for a device: reads of at most
-// inlineMax whose data the page cache holds, and writes of at most
-// inlineMax without FUA, on a disk whose data goes through the page cache.
-// It reports false, having answered nothing, for any other request, and
-// for a read of which some block is not cached: a worker serves those, in
+// inlineMax whose data the page cache holds, and, when no other request
+// waits behind it (alone), a write of at most inlineMax without FUA, on a
+// disk whose data goes through the page cache. It reports false, having
+// answered nothing, for any other request, and for a read of which some
+// block is not cached or is locked by a write: a worker serves those, in
 // parallel. A FUA write or a FLUSH waits for the device, so does any I/O
 // with O_DIRECT, and a large request would keep the ones behind it
-// waiting.
-func (s *Server) ServeQuick(peer wire.Peer, req *wire.Request, resp *wire.Response) bool {
+// waiting; so might a buffered write (dirty page throttling, a stripe
+// lock), hence only alone.
+func (s *Server) ServeQuick(peer wire.Peer, req *wire.Request, resp *wire.Response, alone bool) bool {
 	st := s.disks[req.Disk]
 	if st == nil || !st.cached || req.Length > inlineMax ||
-		!(req.Op == wire.OpRead || req.Op == wire.OpWrite && req.Flags&wire.FlagFUA == 0) {
+		!(req.Op == wire.OpRead || alone && req.Op == wire.OpWrite && req.Flags&wire.FlagFUA == 0) {
 		return false
 	}
 	return s.serve(peer, req, resp, true)

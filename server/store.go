@@ -697,12 +697,14 @@ func (s *Store) Read(id ObjectID, off uint64, buf []byte) error {
 }
 
 // ErrWouldBlock is ReadCached's answer when some block of the range is not
-// in the page cache (or the device has no cache).
-var ErrWouldBlock = errors.New("data not in the page cache")
+// in the page cache (or the device has no cache), or a lock it needs is
+// held.
+var ErrWouldBlock = errors.New("data not in the page cache, or locked")
 
 // ReadCached is Read for data the page cache holds: it never waits for the
-// device, failing with ErrWouldBlock instead, so that a connection's
-// reader can serve it itself (Server.ServeQuick).
+// device or for a lock a write or a metadata change holds, failing with
+// ErrWouldBlock instead, so that a connection's reader can serve it itself
+// (Server.ServeQuick).
 func (s *Store) ReadCached(id ObjectID, off uint64, buf []byte) error {
 	return s.read(id, off, buf, true)
 }
@@ -711,7 +713,11 @@ func (s *Store) read(id ObjectID, off uint64, buf []byte, cachedOnly bool) error
 	if err := s.checkRange(id, off, len(buf)); err != nil {
 		return err
 	}
-	s.gate.RLock()
+	if !cachedOnly {
+		s.gate.RLock()
+	} else if !s.gate.TryRLock() {
+		return ErrWouldBlock
+	}
 	defer s.gate.RUnlock()
 	s.mu.Lock()
 	o, err := s.lookup(id)
@@ -744,7 +750,11 @@ func (s *Store) readChunk(o *object, idx, b0 int, buf []byte, cachedOnly bool) e
 	var states [BlocksPerAU]uint8
 	var crcs [BlocksPerAU]uint32
 	st := s.stripeOf(o.inc, idx)
-	st.RLock()
+	if !cachedOnly {
+		st.RLock()
+	} else if !st.TryRLock() {
+		return ErrWouldBlock // a write holds it
+	}
 	s.mu.Lock()
 	au := o.aus[idx]
 	if au >= 0 {

@@ -453,13 +453,16 @@ type ServerConfig struct {
 	// served by its reader, see Quick).
 	Concurrency int
 	// Quick, if set, is offered every request first, by the connection's
-	// reader: it serves those it can without waiting for a device
-	// (filling resp as Handler would) and reports true; the others go to
-	// the workers, resp untouched. That saves a hand-off to a worker per
-	// request. Replies of requests served so are written when the reader
-	// has no whole request header left in its buffer, so the replies of
-	// requests that arrived together share a system call.
-	Quick func(peer Peer, req *Request, resp *Response) bool
+	// reader: it serves those it can without waiting for a device or a
+	// lock held by a worker (filling resp as Handler would) and reports
+	// true; the others go to the workers, resp untouched. That saves a
+	// hand-off to a worker per request. alone reports that no byte of a
+	// further request has arrived yet: nothing waits behind this one.
+	// Replies of requests served so are written when the reader has read
+	// all it was sent so far (before it reads the socket again) or must
+	// wait for a busy worker, so the replies of requests that arrived
+	// together share a system call.
+	Quick func(peer Peer, req *Request, resp *Response, alone bool) bool
 }
 
 type exchange struct {
@@ -551,7 +554,10 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 			}
 		}()
 	}
-	br := bufio.NewReaderSize(conn, 256<<10)
+	// Replies the reader queued are written before it waits for more
+	// bytes, also in the middle of a request whose payload is still
+	// arriving.
+	br := bufio.NewReaderSize(flushingReader{conn, out}, 256<<10)
 	for {
 		ex := exchangePool.Get().(*exchange)
 		if err := ReadRequest(br, &ex.req); err != nil {
@@ -563,7 +569,7 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 		}
 		serving.Add(1)
 		ex.resp = Response{ID: ex.req.ID, Data: ex.resp.Data[:0]}
-		if cfg.Quick != nil && cfg.Quick(peer, &ex.req, &ex.resp) {
+		if cfg.Quick != nil && cfg.Quick(peer, &ex.req, &ex.resp, br.Buffered() == 0) {
 			out.queue(&ex.resp)
 			serving.Add(-1)
 			exchangePool.Put(ex)
@@ -575,10 +581,20 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 				work <- ex
 			}
 		}
-		if br.Buffered() < requestHeader {
-			out.flush()
-		}
 	}
+	out.flush()
 	close(work)
 	workers.Wait()
+}
+
+// flushingReader writes the replies queued on out before each read of the
+// connection, which may wait.
+type flushingReader struct {
+	conn net.Conn
+	out  *batchWriter
+}
+
+func (r flushingReader) Read(p []byte) (int, error) {
+	r.out.flush()
+	return r.conn.Read(p)
 }

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -32,7 +33,7 @@ func TestQuickReplySentWhileWorkersAreBusy(t *testing.T) {
 	defer cancel()
 	go Serve(ctx, ln, ServerConfig{Secret: secret, Self: Peer{NodeID: 1, Role: "server"}, Handler: h, Concurrency: 1,
 		Log:   slog.New(slog.DiscardHandler),
-		Quick: func(p Peer, r *Request, resp *Response) bool { return r.Op == OpRead }})
+		Quick: func(p Peer, r *Request, resp *Response, alone bool) bool { return r.Op == OpRead }})
 	c, err := Dial(context.Background(), "unix", addr, secret, Peer{Role: "client"})
 	if err != nil {
 		t.Fatal(err)
@@ -59,5 +60,49 @@ func TestQuickReplySentWhileWorkersAreBusy(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("quick READ reply not sent after 2s: queued while the reader blocks on work <- ex")
+	}
+}
+
+// A quick reply is sent when the reader goes on to wait for the rest of a
+// write's payload (found by review: it stayed queued until the whole
+// write had arrived, and a sender waiting for the reply before sending the
+// rest would wait for ever).
+func TestQuickReplySentWhileAPayloadArrives(t *testing.T) {
+	h := &memHandler{objects: map[uint64][]byte{}}
+	addr := startServer(t, "unix", secret, h, func(p Peer, r *Request, resp *Response, alone bool) bool {
+		if r.Op != OpRead {
+			return false
+		}
+		h.ServeWire(p, r, resp)
+		return true
+	})
+	conn, err := net.Dial("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := clientHandshake(conn, secret, Peer{Role: "client"}); err != nil {
+		t.Fatal(err)
+	}
+	frames := EncodeRequest(nil, &Request{Op: OpRead, ID: 1, Length: 4096})
+	write := &Request{Op: OpWrite, ID: 2, Length: 64 << 10, Data: bytes.Repeat([]byte{7}, 64<<10), Version: 1}
+	frames = EncodeRequest(frames, write)
+	half := len(frames) - len(write.Data)/2
+	if _, err := conn.Write(frames[:half]); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	var resp Response
+	if err := ReadResponse(conn, &resp); err != nil {
+		t.Fatalf("reply of the READ, sent before the rest of the WRITE: %v", err)
+	}
+	if resp.ID != 1 || resp.Status != StatusOK || len(resp.Data) != 4096 {
+		t.Fatalf("reply %d status %d with %d bytes, want 1, OK, 4096", resp.ID, resp.Status, len(resp.Data))
+	}
+	if _, err := conn.Write(frames[half:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReadResponse(conn, &resp); err != nil || resp.ID != 2 || resp.Status != StatusOK {
+		t.Fatalf("reply of the WRITE: %v, id %d, status %d", err, resp.ID, resp.Status)
 	}
 }

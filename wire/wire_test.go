@@ -48,7 +48,7 @@ func (h *memHandler) ServeWire(peer Peer, req *Request, resp *Response) {
 }
 
 // startServer serves h; quick, when given, is ServerConfig.Quick.
-func startServer(t *testing.T, network string, secret []byte, h Handler, quick ...func(Peer, *Request, *Response) bool) string {
+func startServer(t *testing.T, network string, secret []byte, h Handler, quick ...func(Peer, *Request, *Response, bool) bool) string {
 	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "unix" {
@@ -86,7 +86,7 @@ func TestPipelinedReadWrite(t *testing.T) {
 			if network == "unix-quick" {
 				// The reader serves half the reads itself, the workers
 				// the rest: replies of both kinds interleave.
-				quick := func(p Peer, req *Request, resp *Response) bool {
+				quick := func(p Peer, req *Request, resp *Response, alone bool) bool {
 					if req.Op != OpRead || req.Offset%8192 != 0 {
 						return false
 					}
@@ -308,7 +308,7 @@ func TestDoTimeout(t *testing.T) {
 // each Wait gets its own reply.
 func TestStartWait(t *testing.T) {
 	h := &memHandler{objects: map[uint64][]byte{}}
-	addr := startServer(t, "unix", secret, h, func(p Peer, r *Request, resp *Response) bool {
+	addr := startServer(t, "unix", secret, h, func(p Peer, r *Request, resp *Response, alone bool) bool {
 		if r.Op != OpRead {
 			return false
 		}
@@ -359,7 +359,7 @@ func TestStartWait(t *testing.T) {
 // arrives whole and in its own reply.
 func TestLargeFramesFromManySenders(t *testing.T) {
 	h := &memHandler{objects: map[uint64][]byte{}}
-	addr := startServer(t, "unix", secret, h, func(p Peer, r *Request, resp *Response) bool {
+	addr := startServer(t, "unix", secret, h, func(p Peer, r *Request, resp *Response, alone bool) bool {
 		h.ServeWire(p, r, resp)
 		return true
 	})
