@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"keel/internal/later"
 	"keel/nbd"
 	"keel/wire"
 )
@@ -62,6 +63,188 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	})
 }
 
+// asyncRead is the state of one read StartRead started.
+type asyncRead struct {
+	req  wire.Request
+	resp wire.Response
+}
+
+var asyncReads = sync.Pool{New: func() any { return new(asyncRead) }}
+
+// StartRead implements nbd.AsyncReader: the common read, of one object
+// from the volume's own layer on a live connection to its first up
+// replica, with no limit to wait for, is sent without a goroutine waiting
+// for its reply. Whatever that read cannot settle (another layer to look
+// in, a failed replica, a bad reply) goes on, as ReadAt would, on a
+// goroutine of its own. It reports false, having done nothing, for any
+// read it would have to wait to start.
+func (v *Volume) StartRead(ctx context.Context, p []byte, off int64, q *later.Queue, done func(error, *later.Queue)) bool {
+	if !v.gate.TryRLock() {
+		return false
+	}
+	l := &v.layout
+	idx, in := off/l.ObjectSize, off%l.ObjectSize
+	if v.limit != nil || in+int64(len(p)) > l.ObjectSize || v.checkLost() != nil {
+		v.gate.RUnlock()
+		return false
+	}
+	e := extent{index: uint32(idx), offset: uint64(in), length: len(p)}
+	reps, err := v.upReplicas(ctx, e.index)
+	if err != nil {
+		v.gate.RUnlock()
+		return false
+	}
+	r := reps[0]
+	c := v.pool.live(r.addr)
+	if c == nil {
+		v.gate.RUnlock()
+		return false
+	}
+	a := asyncReads.Get().(*asyncRead)
+	a.req = wire.Request{Op: wire.OpRead, Disk: r.disk, Volume: l.Layers[0], Index: e.index, Offset: e.offset, Length: uint32(len(p))}
+	a.resp = wire.Response{Data: p[:0:len(p)]}
+	single := len(l.Layers) == 1
+	v.stats.ReadOps.Add(1)
+	v.stats.ReadBytes.Add(int64(len(p)))
+	err = c.StartFunc(v.timeout, &a.req, &a.resp, q, func(err error, q *later.Queue) {
+		n := len(a.resp.Data)
+		same := n > 0 && &a.resp.Data[0] == &p[0]
+		asyncReads.Put(a)
+		notFound := statusOf(err) == wire.StatusNotFound
+		switch {
+		case err == nil && n == len(p) && same:
+			v.gate.RUnlock()
+			done(nil, q)
+			return
+		case notFound && single:
+			clear(p)
+			v.gate.RUnlock()
+			done(nil, q)
+			return
+		case err == nil:
+			err = fmt.Errorf("read returned %d bytes, want %d", n, len(p))
+		}
+		// Another layer to look in, or other replicas to try: the
+		// ordinary path settles it on a goroutine of its own.
+		go func() {
+			if notFound || retryable(ctx, err) {
+				// (a broken connection: the ordinary path redials)
+				err = v.readExtent(ctx, e, p)
+			} else {
+				err = v.readExtentAfter(ctx, e, p, r.disk, err)
+			}
+			v.gate.RUnlock()
+			done(err, nil)
+		}()
+	})
+	if err != nil {
+		asyncReads.Put(a)
+		v.stats.ReadOps.Add(-1)
+		v.stats.ReadBytes.Add(-int64(len(p)))
+		v.gate.RUnlock()
+		return false
+	}
+	return true
+}
+
+// asyncWrite is the state of one write StartWrite started.
+type asyncWrite struct {
+	reps  [maxAsyncReplicas]replica
+	errs  [maxAsyncReplicas]error
+	reqs  [maxAsyncReplicas]wire.Request
+	resps [maxAsyncReplicas]wire.Response
+	left  atomic.Int32
+}
+
+// maxAsyncReplicas bounds the replicas of a write StartWrite takes.
+const maxAsyncReplicas = 4
+
+// leaseNow is an ended context: WriteLease with it returns at once.
+var leaseNow = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// StartWrite implements nbd.AsyncWriter, as StartRead does
+// nbd.AsyncReader: a write of one object, without FUA, on live
+// connections to all its replicas, under a valid lease and no limit, is
+// sent to every replica without a goroutine waiting for the answers. When
+// every replica acknowledged, the last answer completes it; otherwise
+// the ordinary path (mutate) takes the answers over on a goroutine: it
+// creates a missing object, retries on a fresh connection, or marks a
+// silent replica down before it acknowledges without it.
+func (v *Volume) StartWrite(ctx context.Context, p []byte, off int64, fua bool, q *later.Queue, done func(error, *later.Queue)) bool {
+	if fua || v.cluster.WriteLease(leaseNow) != nil || !v.gate.TryRLock() {
+		return false
+	}
+	l := &v.layout
+	idx, in := off/l.ObjectSize, off%l.ObjectSize
+	if l.ReadOnly || v.limit != nil || in+int64(len(p)) > l.ObjectSize || v.checkLost() != nil {
+		v.gate.RUnlock()
+		return false
+	}
+	e := extent{index: uint32(idx), offset: uint64(in), length: len(p)}
+	reps, err := v.writeReplicas(ctx, e.index)
+	if err != nil || len(reps) > maxAsyncReplicas {
+		v.gate.RUnlock()
+		return false
+	}
+	var conns [maxAsyncReplicas]*wire.Client
+	for i, r := range reps {
+		if conns[i] = v.pool.live(r.addr); conns[i] == nil {
+			v.gate.RUnlock()
+			return false
+		}
+	}
+	v.stats.WriteOps.Add(1)
+	v.stats.WriteBytes.Add(int64(len(p)))
+	a := &asyncWrite{}
+	n := len(reps)
+	copy(a.reps[:], reps)
+	a.left.Store(int32(n))
+	version := v.nextVersion()
+	finish := func(q *later.Queue) {
+		reps, errs := a.reps[:n], a.errs[:n]
+		for _, err := range errs {
+			if err != nil {
+				go func() {
+					v.remutate(ctx, reps, errs, wire.OpWrite, e, p, false, version)
+					err := v.settle(ctx, wire.OpWrite, e, reps, errs)
+					v.gate.RUnlock()
+					done(err, nil)
+				}()
+				return
+			}
+		}
+		v.mu.Lock()
+		for _, r := range reps {
+			v.dirty[r.disk] = struct{}{}
+		}
+		v.mu.Unlock()
+		v.gate.RUnlock()
+		done(nil, q)
+	}
+	for i, r := range reps {
+		a.reqs[i] = v.mutation(r, wire.OpWrite, e, p, false, version)
+		err := conns[i].StartFunc(v.timeout, &a.reqs[i], &a.resps[i], q, func(err error, q *later.Queue) {
+			a.errs[i] = err
+			if a.left.Add(-1) == 0 {
+				finish(q)
+			}
+		})
+		if err != nil {
+			// Not sent (the connection just failed): the ordinary path
+			// retries it on a fresh one.
+			a.errs[i] = fmt.Errorf("%w: %v", wire.ErrClosed, err)
+			if a.left.Add(-1) == 0 {
+				finish(nil)
+			}
+		}
+	}
+	return true
+}
+
 // admit lets one request in (the caller holds the gate): refused for a
 // write to a read-only volume and for a lost volume, delayed by the
 // volume's limits, then counted (bytes may be nil).
@@ -83,12 +266,28 @@ func (v *Volume) admit(ctx context.Context, write bool, n int, ops, bytes *atomi
 }
 
 func (v *Volume) readExtent(ctx context.Context, e extent, buf []byte) error {
+	return v.readExtentAfter(ctx, e, buf, 0, nil)
+}
+
+// readExtentAfter is readExtent once a read from disk failed with failed
+// (nil: none was tried): the other replicas are tried.
+func (v *Volume) readExtentAfter(ctx context.Context, e extent, buf []byte, disk uint32, failed error) error {
 	reps, err := v.upReplicas(ctx, e.index)
 	if err != nil {
 		return err
 	}
 	var errs []error
+	if failed != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		v.log.Warn("read failed on a replica, trying the next", "object", e.index, "disk", disk, "err", failed)
+		errs = append(errs, fmt.Errorf("disk %d: %w", disk, failed))
+	}
 	for _, r := range reps {
+		if failed != nil && r.disk == disk {
+			continue
+		}
 		err := v.readReplica(ctx, r, e, buf)
 		if err == nil {
 			return nil
@@ -186,6 +385,13 @@ func (v *Volume) mutate(ctx context.Context, op wire.Op, e extent, data []byte, 
 	}
 	version := v.nextVersion()
 	errs := v.mutateAll(ctx, reps, op, e, data, fua, version)
+	return v.settle(ctx, op, e, reps, errs)
+}
+
+// settle is the outcome of a mutation given each replica's answer (see
+// mutate): the disks that acknowledged are dirty; one that did not answer
+// is marked down.
+func (v *Volume) settle(ctx context.Context, op wire.Op, e extent, reps []replica, errs []error) error {
 	acked := 0
 	var fail []error
 	for i, err := range errs {
@@ -244,17 +450,24 @@ func (v *Volume) mutateAll(ctx context.Context, reps []replica, op wire.Op, e ex
 		x.req = v.mutation(r, op, e, data, fua, version)
 		x.call, errs[i] = v.pool.start(ctx, r.addr, v.timeout, &x.req, &x.resp)
 	}
-	var again []int
 	for i := range reps {
 		if errs[i] == nil {
 			errs[i] = sent[i].call.Wait(ctx)
 		}
-		if statusOf(errs[i]) == wire.StatusNotFound || retryable(ctx, errs[i]) {
-			again = append(again, i)
-		}
 	}
+	v.remutate(ctx, reps, errs, op, e, data, fua, version)
+	return errs
+}
+
+// remutate sends the mutation again, in parallel, to each replica whose
+// answer in errs calls for it (it lacked the object, or its connection
+// broke), replacing that answer.
+func (v *Volume) remutate(ctx context.Context, reps []replica, errs []error, op wire.Op, e extent, data []byte, fua bool, version uint64) {
 	var wg sync.WaitGroup
-	for _, i := range again {
+	for i := range reps {
+		if statusOf(errs[i]) != wire.StatusNotFound && !retryable(ctx, errs[i]) {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -262,7 +475,6 @@ func (v *Volume) mutateAll(ctx context.Context, reps []replica, op wire.Op, e ex
 		}()
 	}
 	wg.Wait()
-	return errs
 }
 
 // mutation is the request of a write or zeroing to replica r.

@@ -68,6 +68,25 @@ func (p *Pool) get(ctx context.Context, addr string, timeout time.Duration) (*wi
 	return c, nil
 }
 
+// live returns a connection to addr that is up, without dialling: nil
+// when there is none at hand.
+func (p *Pool) live(addr string) *wire.Client {
+	p.mu.Lock()
+	pc := p.peers[addr]
+	p.mu.Unlock()
+	if pc == nil {
+		return nil
+	}
+	i := int(pc.next.Add(1)) % len(pc.c)
+	pc.mu.Lock()
+	c := pc.c[i]
+	pc.mu.Unlock()
+	if c == nil || c.Closed() {
+		return nil
+	}
+	return c
+}
+
 // do sends one request to addr, bounded by timeout (0: ctx only; it
 // bounds a dial too). A request that fails because its connection broke
 // is retried once on a fresh connection: the first failure may be a

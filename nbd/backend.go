@@ -8,6 +8,8 @@ package nbd
 import (
 	"context"
 	"errors"
+
+	"keel/internal/later"
 )
 
 // Errors of the package. Backends return (or wrap) the first group so that
@@ -143,4 +145,28 @@ type Backend interface {
 	BlockStatus(ctx context.Context, off, length int64) ([]Extent, error)
 	// Cache prefetches the range; a backend without a cache returns nil.
 	Cache(ctx context.Context, off, length int64) error
+}
+
+// AsyncReader is a Backend that can also start a read without a goroutine
+// of its own waiting for it. The server offers every READ to StartRead
+// first, from the connection's reader, and falls back to ReadAt (on a
+// goroutine of the request's own) when it returns false.
+type AsyncReader interface {
+	// StartRead starts filling p from offset off and reports true, or
+	// reports false, having done nothing, when it cannot start the read
+	// at once (it would have to wait). It must not block. On true, done
+	// runs exactly once with the result, possibly before StartRead
+	// returns, on a goroutine that must not block either; q is that
+	// goroutine's queue of put-off work, if it has one, where done may
+	// put off sending the reply. q in StartRead is the calling reader's
+	// own queue, run before it next reads its socket: the backend may put
+	// off sending its requests there.
+	StartRead(ctx context.Context, p []byte, off int64, q *later.Queue, done func(err error, q *later.Queue)) bool
+}
+
+// AsyncWriter is to WRITE what AsyncReader is to READ: StartWrite starts
+// writing p at off (with fua, durable when done runs) or reports false,
+// having done nothing. p stays untouched until done has run.
+type AsyncWriter interface {
+	StartWrite(ctx context.Context, p []byte, off int64, fua bool, q *later.Queue, done func(err error, q *later.Queue)) bool
 }

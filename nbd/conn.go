@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/semaphore"
 
+	"keel/internal/later"
 	"keel/internal/rawio"
 )
 
@@ -52,6 +53,13 @@ type conn struct {
 	spare   []outReply
 	writing bool
 	werr    error // first write error; later replies are dropped
+	// flushLater is set while a reader's later.Queue holds a write of
+	// the queued replies (sendTo).
+	flushLater bool
+
+	// later is the reader's put-off work (an AsyncReader's requests to
+	// its servers), run before each read of the socket.
+	later later.Queue
 
 	inflight sync.WaitGroup
 	budget   *semaphore.Weighted
@@ -59,13 +67,14 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	nc = rawio.New(nc)
-	return &conn{
+	c := &conn{
 		srv:    s,
 		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 64<<10),
 		log:    s.log.With("remote", nc.RemoteAddr().String()),
 		budget: semaphore.NewWeighted(inFlightBudget),
 	}
+	c.br = bufio.NewReaderSize(later.Reader{R: nc, Q: &c.later}, 64<<10)
+	return c
 }
 
 // stopReading makes the connection take no more requests: the reader sees
@@ -119,9 +128,13 @@ func (c *conn) logEnd(msg string, err error) {
 }
 
 // transmit reads requests until the client disconnects, dispatching each
-// to its own goroutine. WRITE payloads are read here, in order, since they
-// follow their header on the stream.
+// to its own goroutine, or, for a READ an AsyncReader backend can start at
+// once, to the backend without one. WRITE payloads are read here, in
+// order, since they follow their header on the stream.
 func (c *conn) transmit() error {
+	defer c.later.Run()
+	ar, _ := c.export.backend.(AsyncReader)
+	aw, _ := c.export.backend.(AsyncWriter)
 	var hdr [requestLen]byte
 	for {
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
@@ -138,8 +151,15 @@ func (c *conn) transmit() error {
 		if req.typ == cmdRead || req.typ == cmdWrite {
 			weight = min(weight+int64(req.length), inFlightBudget)
 		}
-		// Cannot fail: the context is never cancelled.
-		_ = c.budget.Acquire(context.Background(), weight)
+		if !c.budget.TryAcquire(weight) {
+			// The requests put off may be what the budget waits for.
+			c.later.Run()
+			// Cannot fail: the context is never cancelled.
+			_ = c.budget.Acquire(context.Background(), weight)
+		}
+		if req.typ == cmdRead && ar != nil && c.startRead(ar, req, weight) {
+			continue
+		}
 		var payload []byte
 		if req.typ == cmdWrite {
 			if req.length > c.export.info.MaxBlock {
@@ -157,6 +177,9 @@ func (c *conn) transmit() error {
 				c.budget.Release(weight)
 				return quietEOF(fmt.Errorf("read write payload: %w", err))
 			}
+		}
+		if payload != nil && aw != nil && c.startWrite(aw, req, payload, weight) {
+			continue
 		}
 		c.inflight.Add(1)
 		go func() {
@@ -284,28 +307,81 @@ func (c *conn) check(req request) error {
 	return nil
 }
 
-// read serves NBD_CMD_READ. With structured replies, a range that reads
-// as all zeroes goes back as one OFFSET_HOLE chunk instead of its bytes.
+// read serves NBD_CMD_READ on the request's goroutine.
 func (c *conn) read(req request) {
 	buf := getBuf(int(req.length))
-	if err := c.export.backend.ReadAt(c.ctx, buf, int64(req.offset)); err != nil {
+	err := c.export.backend.ReadAt(c.ctx, buf, int64(req.offset))
+	c.readDone(nil, req, buf, err)
+}
+
+// startRead offers a READ to an AsyncReader backend, from the reader; it
+// reports false when the backend cannot start it (or the request is to be
+// refused), for the caller to serve it the ordinary way.
+func (c *conn) startRead(ar AsyncReader, req request, weight int64) bool {
+	if c.check(req) != nil {
+		return false
+	}
+	buf := getBuf(int(req.length))
+	c.inflight.Add(1)
+	ok := ar.StartRead(c.ctx, buf, int64(req.offset), &c.later, func(err error, q *later.Queue) {
+		c.readDone(q, req, buf, err)
+		c.budget.Release(weight)
+		c.inflight.Done()
+	})
+	if !ok {
+		c.inflight.Done()
 		putBuf(buf)
-		c.replyError(req, c.cause(err))
+	}
+	return ok
+}
+
+// startWrite offers a WRITE, its payload read, to an AsyncWriter backend
+// as startRead does a READ; on true the payload is the backend's until
+// it is done.
+func (c *conn) startWrite(aw AsyncWriter, req request, payload []byte, weight int64) bool {
+	if c.check(req) != nil {
+		return false
+	}
+	c.inflight.Add(1)
+	ok := aw.StartWrite(c.ctx, payload, int64(req.offset), req.flags&cmdFlagFUA != 0, &c.later, func(err error, q *later.Queue) {
+		if err != nil {
+			c.replyErrorTo(q, req, c.cause(err))
+		} else {
+			c.sendTo(q, nil, appendSimpleReply(nil, 0, req.handle))
+		}
+		putBuf(payload)
+		c.budget.Release(weight)
+		c.inflight.Done()
+	})
+	if !ok {
+		c.inflight.Done()
+	}
+	return ok
+}
+
+// readDone answers a READ whose backend read ended with err, buf holding
+// the data; the reply goes out as sendTo(q) does. With structured
+// replies, a range that reads as all zeroes goes back as one OFFSET_HOLE
+// chunk instead of its bytes.
+func (c *conn) readDone(q *later.Queue, req request, buf []byte, err error) {
+	if err != nil {
+		putBuf(buf)
+		c.replyErrorTo(q, req, c.cause(err))
 		return
 	}
 	if !c.structured {
-		c.send(buf, appendSimpleReply(nil, 0, req.handle), buf)
+		c.sendTo(q, buf, appendSimpleReply(nil, 0, req.handle), buf)
 		return
 	}
 	if allZero(buf) {
 		putBuf(buf)
 		h := appendStructReply(nil, replyFlagDone, replyTypeOffsetHole, req.handle, 12)
 		h = binary.BigEndian.AppendUint64(h, req.offset)
-		c.send(nil, binary.BigEndian.AppendUint32(h, req.length))
+		c.sendTo(q, nil, binary.BigEndian.AppendUint32(h, req.length))
 		return
 	}
 	h := appendStructReply(nil, replyFlagDone, replyTypeOffsetData, req.handle, 8+req.length)
-	c.send(buf, binary.BigEndian.AppendUint64(h, req.offset), buf)
+	c.sendTo(q, buf, binary.BigEndian.AppendUint64(h, req.offset), buf)
 }
 
 // maxExtents bounds the descriptors of one BLOCK_STATUS reply; the
@@ -352,10 +428,15 @@ func (c *conn) blockStatus(req request) {
 // the message when structured replies were negotiated, else a simple
 // reply with the errno.
 func (c *conn) replyError(req request, err error) {
+	c.replyErrorTo(nil, req, err)
+}
+
+// replyErrorTo is replyError with the reply sent as sendTo(q) does.
+func (c *conn) replyErrorTo(q *later.Queue, req request, err error) {
 	errno := errnoOf(err)
 	c.log.Debug("nbd: request failed", "cmd", req.typ, "offset", req.offset, "length", req.length, "errno", errno, "err", err)
 	if !c.structured {
-		c.send(nil, appendSimpleReply(nil, errno, req.handle))
+		c.sendTo(q, nil, appendSimpleReply(nil, errno, req.handle))
 		return
 	}
 	msg := err.Error()
@@ -365,7 +446,7 @@ func (c *conn) replyError(req request, err error) {
 	h := appendStructReply(nil, replyFlagDone, replyTypeError, req.handle, uint32(6+len(msg)))
 	h = binary.BigEndian.AppendUint32(h, errno)
 	h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
-	c.send(nil, append(h, msg...))
+	c.sendTo(q, nil, append(h, msg...))
 }
 
 // outReply is one queued reply: its parts, and a pooled buffer to return
@@ -380,13 +461,47 @@ type outReply struct {
 // back to the buffer pool once written. After a write error the
 // connection is closed, which also ends the reader.
 func (c *conn) send(release []byte, parts ...[]byte) {
+	c.sendTo(nil, release, parts...)
+}
+
+// sendTo is send, except that with q set the reply is only queued and
+// written when q runs (together with the replies queued meanwhile), unless
+// a writer busy meanwhile takes it first.
+func (c *conn) sendTo(q *later.Queue, release []byte, parts ...[]byte) {
 	c.wmu.Lock()
 	c.queue = append(c.queue, outReply{parts: parts, release: release})
 	if c.writing {
 		c.wmu.Unlock()
 		return
 	}
+	if q != nil {
+		if !c.flushLater {
+			c.flushLater = true
+			q.Add(c.flushReplies)
+		}
+		c.wmu.Unlock()
+		return
+	}
 	c.writing = true
+	c.writeQueue()
+}
+
+// flushReplies writes the replies sendTo queued, unless a writer is busy
+// (it writes them).
+func (c *conn) flushReplies() {
+	c.wmu.Lock()
+	c.flushLater = false
+	if c.writing || len(c.queue) == 0 {
+		c.wmu.Unlock()
+		return
+	}
+	c.writing = true
+	c.writeQueue()
+}
+
+// writeQueue writes the queue until it is empty. Called with wmu held
+// and writing set; returns with wmu released and writing clear.
+func (c *conn) writeQueue() {
 	for len(c.queue) > 0 {
 		q := c.queue
 		c.queue = c.spare[:0]

@@ -137,9 +137,18 @@ func (s slowZero) WriteZeroes(ctx context.Context, off, length int64, f ZeroFlag
 // TestPipelinedRequests sends many requests before reading any reply and
 // checks every reply against its request.
 func TestPipelinedRequests(t *testing.T) {
-	ts := mustServe(t, false, map[string]Backend{"disk": NewMemory(Info{Size: 16 << 20})})
+	ts := mustServe(t, false, map[string]Backend{
+		"disk":  NewMemory(Info{Size: 16 << 20}),
+		"async": newAsyncMemory(Info{Size: 16 << 20}),
+	})
+	for _, export := range []string{"disk", "async"} {
+		t.Run(export, func(t *testing.T) { testPipelinedRequests(t, ts, export) })
+	}
+}
+
+func testPipelinedRequests(t *testing.T, ts *testServer, export string) {
 	for _, structured := range []bool{false, true} {
-		c := dialRaw(t, ts.sock, "disk", structured)
+		c := dialRaw(t, ts.sock, export, structured)
 		const n = 200
 		blocks := make([][]byte, n)
 		var stream []byte

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"keel/internal/later"
 	"keel/internal/rawio"
 )
 
@@ -33,6 +34,9 @@ type Client struct {
 	done chan struct{}
 	// pending counts the calls waiting for their replies.
 	pending atomic.Int32
+	// flushLater is set while a reader's later.Queue holds a flush of
+	// requests queued by StartFunc.
+	flushLater atomic.Bool
 }
 
 type call struct {
@@ -41,6 +45,25 @@ type call struct {
 	err      error
 	op       Op
 	deadline int64 // monotonic nanoseconds (see now); 0: none
+	// fn, if set, is told the result instead of done (StartFunc).
+	fn func(err error, q *later.Queue)
+}
+
+// complete reports a call's result: to its fn (with q, the queue of the
+// goroutine calling, nil for none) or to the goroutine in Wait.
+func (cl *call) complete(q *later.Queue) {
+	fn := cl.fn
+	if fn == nil {
+		cl.done <- struct{}{}
+		return
+	}
+	err := cl.err
+	if err == nil {
+		err = cl.resp.Err()
+	}
+	cl.fn, cl.resp = nil, nil
+	callPool.Put(cl)
+	fn(err, q)
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -107,7 +130,7 @@ func (c *Client) shut(err error) {
 		if cl.err == nil {
 			cl.err = err
 		}
-		cl.done <- struct{}{}
+		cl.complete(nil)
 	}
 }
 
@@ -162,6 +185,52 @@ func (c *Client) Start(timeout time.Duration, req *Request, resp *Response) (Cal
 	return Call{c: c, cl: cl}, nil
 }
 
+// StartFunc sends req like Start, but fn is told the result (as Do
+// returns it) instead of a caller in Wait. fn runs once, on the goroutine
+// that learnt the result: the connection's reader, with q being the
+// reader's later.Queue, or, when the connection fails or the call times
+// out, another with q nil. It must not block (hand slow work to a
+// goroutine) and may use resp until it returns.
+//
+// With q set (the caller is itself a reader with a later.Queue) the
+// request is only queued, and written when q runs, together with what
+// else the caller queued meanwhile. An error means req was not sent and
+// fn will not run.
+func (c *Client) StartFunc(timeout time.Duration, req *Request, resp *Response, q *later.Queue, fn func(err error, q *later.Queue)) error {
+	cl := callPool.Get().(*call)
+	cl.resp, cl.err, cl.op, cl.deadline, cl.fn = resp, nil, req.Op, 0, fn
+	if timeout > 0 {
+		cl.deadline = now() + int64(timeout)
+	}
+	req.ID = c.next.Add(1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		cl.fn, cl.resp = nil, nil
+		callPool.Put(cl)
+		return err
+	}
+	c.wait[req.ID] = cl
+	c.mu.Unlock()
+	c.pending.Add(1)
+	if q == nil {
+		c.out.send(req)
+		return nil
+	}
+	c.out.queue(req)
+	if !c.flushLater.Swap(true) {
+		q.Add(c.flushQueued)
+	}
+	return nil
+}
+
+// flushQueued writes the requests StartFunc queued.
+func (c *Client) flushQueued() {
+	c.flushLater.Store(false)
+	c.out.flush()
+}
+
 // Wait waits for the reply of a started call (see Do for the result).
 // When ctx ends first the connection is closed, as in Do.
 func (k Call) Wait(ctx context.Context) error {
@@ -201,11 +270,15 @@ func (c *Client) expire(t int64) {
 	}
 	c.shut(fmt.Errorf("%w: a %s request got no reply in time", ErrClosed, late.op))
 	late.err = fmt.Errorf("%w: %s got no reply in time: %w", ErrClosed, late.op, context.DeadlineExceeded)
-	late.done <- struct{}{}
+	late.complete(nil)
 }
 
+// readLoop reads replies and completes their calls. Work the completions
+// of StartFunc calls put off runs before each read of the socket.
 func (c *Client) readLoop() {
-	br := bufio.NewReaderSize(c.conn, 256<<10)
+	var q later.Queue
+	br := bufio.NewReaderSize(later.Reader{R: c.conn, Q: &q}, 256<<10)
+	defer q.Run()
 	var hdr Response
 	for {
 		n, err := readResponseHeader(br, &hdr)
@@ -230,11 +303,12 @@ func (c *Client) readLoop() {
 		r.Data = r.Data[:n]
 		if _, err := io.ReadFull(br, r.Data); err != nil {
 			cl.err = fmt.Errorf("%w: %v", ErrClosed, err)
-			cl.done <- struct{}{}
-			c.shut(cl.err)
+			err := cl.err
+			cl.complete(&q)
+			c.shut(err)
 			return
 		}
-		cl.done <- struct{}{}
+		cl.complete(&q)
 	}
 }
 
