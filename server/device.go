@@ -41,7 +41,14 @@ type fileDevice struct {
 	// file system refused them.
 	raw      syscall.RawConn
 	noCached atomic.Bool
+	// noRawWrite is set where the kernel has no pwritev2 (small buffered
+	// writes by raw system call, rawio.WriteAt).
+	noRawWrite atomic.Bool
 }
+
+// rawWriteMax is the largest buffered write made by raw system call: a
+// few pages, over before the scheduler would notice.
+const rawWriteMax = 64 << 10
 
 func (d *fileDevice) Sync() error {
 	for {
@@ -113,6 +120,22 @@ func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
 
 func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 	if !d.useDirect(b, off) {
+		if d.raw != nil && len(b) <= rawWriteMax && !d.noRawWrite.Load() {
+			var n int
+			var err error
+			var unsupported bool
+			if cerr := d.raw.Control(func(fd uintptr) { n, err, unsupported = rawio.WriteAt(fd, b, off) }); cerr != nil {
+				return 0, cerr
+			}
+			if unsupported {
+				d.noRawWrite.Store(true)
+			} else if err != nil || n == len(b) {
+				return n, err
+			}
+			// A short write: the ordinary call writes the rest or says why not.
+			m, err := d.File.WriteAt(b[n:], off+int64(n))
+			return n + m, err
+		}
 		return d.File.WriteAt(b, off)
 	}
 	if aligned(b) {

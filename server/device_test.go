@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -143,13 +144,26 @@ func TestServeQuickOnlyFromTheCache(t *testing.T) {
 	if ok {
 		t.Fatal("a read was served quick while the gate was held")
 	}
-	// A write is served quick only when no request waits behind it.
+	// A small buffered write is served quick, with requests behind it or
+	// not, until one is slow (here: it waits for a flush's gate): then,
+	// for a while, only a write with nothing behind it is.
 	wreq := &wire.Request{Op: wire.OpWrite, Disk: disk, Volume: child.Volume, Offset: BlockSize, Length: BlockSize, Data: want[BlockSize:]}
+	if resp := (&wire.Response{}); !srv.ServeQuick(wire.Peer{}, wreq, resp, false) || resp.Status != wire.StatusOK {
+		t.Fatalf("a write with requests behind it: not served quick, or status %d", resp.Status)
+	}
+	st.gate.Lock()
+	go func() {
+		time.Sleep(3 * slowQuickWrite)
+		st.gate.Unlock()
+	}()
+	if resp := (&wire.Response{}); !srv.ServeQuick(wire.Peer{}, wreq, resp, false) || resp.Status != wire.StatusOK {
+		t.Fatalf("a write waiting for the gate: not served, or status %d", resp.Status)
+	}
 	if srv.ServeQuick(wire.Peer{}, wreq, &wire.Response{}, false) {
-		t.Fatal("a write with requests behind it was served quick")
+		t.Fatal("a write with requests behind it was served quick right after a slow one")
 	}
 	if resp := (&wire.Response{}); !srv.ServeQuick(wire.Peer{}, wreq, resp, true) || resp.Status != wire.StatusOK {
-		t.Fatalf("a write alone: not served quick, or status %d", resp.Status)
+		t.Fatalf("a write alone after a slow one: not served quick, or status %d", resp.Status)
 	}
 	// FUA writes wait for the device: never quick.
 	fua := &wire.Request{Op: wire.OpWrite, Flags: wire.FlagFUA, Disk: disk, Volume: child.Volume, Length: BlockSize, Data: want[:BlockSize]}

@@ -253,24 +253,46 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // ServeQuick serves, from a connection's reader (wire.ServerConfig.Quick),
-// the requests that need not wait for a device: reads of at most
-// inlineMax whose data the page cache holds, and, when no other request
-// waits behind it (alone), a write of at most inlineMax without FUA, on a
-// disk whose data goes through the page cache. It reports false, having
-// answered nothing, for any other request, and for a read of which some
-// block is not cached or is locked by a write: a worker serves those, in
-// parallel. A FUA write or a FLUSH waits for the device, so does any I/O
-// with O_DIRECT, and a large request would keep the ones behind it
-// waiting; so might a buffered write (dirty page throttling, a stripe
-// lock), hence only alone.
+// the requests that need not wait for a device, on a disk whose data goes
+// through the page cache: reads of at most inlineMax whose data the page
+// cache holds, and writes of at most inlineMax without FUA. It reports
+// false, having answered nothing, for any other request, and for a read of
+// which some block is not cached or is locked by a write: a worker serves
+// those, in parallel. A FUA write or a FLUSH waits for the device, so does
+// any I/O with O_DIRECT, and a large request would keep the ones behind it
+// waiting. A buffered write normally takes microseconds, but may wait in
+// the kernel's dirty page throttling (a disk that cannot keep up) or for
+// a stripe lock; one that took longer than slowQuickWrite makes the
+// disk's writes go to the workers, in parallel, for slowQuickPause, unless
+// nothing waits behind them (alone).
 func (s *Server) ServeQuick(peer wire.Peer, req *wire.Request, resp *wire.Response, alone bool) bool {
 	st := s.disks[req.Disk]
-	if st == nil || !st.cached || req.Length > inlineMax ||
-		!(req.Op == wire.OpRead || alone && req.Op == wire.OpWrite && req.Flags&wire.FlagFUA == 0) {
+	if st == nil || !st.cached || req.Length > inlineMax {
 		return false
 	}
-	return s.serve(peer, req, resp, true)
+	switch {
+	case req.Op == wire.OpRead:
+		return s.serve(peer, req, resp, true)
+	case req.Op == wire.OpWrite && req.Flags&wire.FlagFUA == 0:
+		start := time.Now()
+		if !alone && start.UnixNano()-st.slowWrites.Load() < int64(slowQuickPause) {
+			return false
+		}
+		s.serve(peer, req, resp, true)
+		if end := time.Now(); end.Sub(start) > slowQuickWrite {
+			st.slowWrites.Store(end.UnixNano())
+		}
+		return true
+	}
+	return false
 }
+
+// A quick write slower than slowQuickWrite sends the disk's writes with
+// others behind them to the workers for slowQuickPause.
+const (
+	slowQuickWrite = time.Millisecond
+	slowQuickPause = time.Second
+)
 
 const inlineMax = 64 << 10
 

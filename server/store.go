@@ -11,6 +11,7 @@ import (
 	"hash/crc32"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 var (
@@ -111,6 +112,9 @@ type Store struct {
 	timed  *timedDevice // dev, seen by the watchdog
 	sb     Superblock
 	cached bool // data I/O through the page cache (or memory): no device wait
+	// slowWrites is when (unix nanoseconds) the last quick write that
+	// took longer than slowQuickWrite ended (see Server.ServeQuick).
+	slowWrites atomic.Int64
 
 	flushMu sync.Mutex   // serialises flushes
 	gate    sync.RWMutex // data ops hold R; flush encode, create and delete hold W

@@ -37,3 +37,33 @@ func ReadCached(fd uintptr, p []byte, off int64) (n int, unsupported bool) {
 		return 0, false
 	}
 }
+
+// WriteAt writes p at offset off of file descriptor fd by a raw pwritev2,
+// for small writes through the page cache: the Go scheduler then neither
+// hands the caller's processor off nor keeps its monitor polling every
+// 20 us for a call that is over in a few. The call still blocks its
+// thread for as long as the kernel takes (a page cache write may wait in
+// dirty page throttling), so it is only for writes that are not expected
+// to. It returns how many bytes it wrote and the error; unsupported is
+// true, with nothing written, where the kernel has no pwritev2.
+func WriteAt(fd uintptr, p []byte, off int64) (n int, err error, unsupported bool) {
+	if len(p) == 0 {
+		return 0, nil, false
+	}
+	raceRead(p)
+	iov := syscall.Iovec{Base: &p[0]}
+	iov.SetLen(len(p))
+	for {
+		hi := uintptr(uint64(off) >> (4 * unsafe.Sizeof(uintptr(0))) >> (4 * unsafe.Sizeof(uintptr(0))))
+		r, _, e := syscall.RawSyscall6(unix.SYS_PWRITEV2, fd, uintptr(unsafe.Pointer(&iov)), 1, uintptr(off), hi, 0)
+		switch e {
+		case 0:
+			return int(r), nil, false
+		case syscall.EINTR:
+			continue
+		case syscall.ENOSYS:
+			return 0, nil, true
+		}
+		return 0, e, false
+	}
+}

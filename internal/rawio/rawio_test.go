@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,5 +233,41 @@ func TestReadCachedAfterEviction(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	if n, unsupported := ReadCached(f.Fd(), buf, 0); unsupported || n == len(buf) {
 		t.Fatalf("ReadCached of evicted pages = %d bytes, unsupported %v; want a short read", n, unsupported)
+	}
+}
+
+func TestWriteAt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := bytes.Repeat([]byte{0xa5}, 8192)
+	// Past the end of the file (and past 4 GiB): the file grows, the hole
+	// before reads as zeroes.
+	const off = 5<<30 + 4096
+	n, err, unsupported := WriteAt(f.Fd(), data, off)
+	if unsupported {
+		t.Fatal("no pwritev2 here; the servers fall back to ordinary writes")
+	}
+	if n != len(data) || err != nil {
+		t.Fatalf("WriteAt = %d, %v, want %d", n, err, len(data))
+	}
+	got := make([]byte, 4096+len(data))
+	if _, err := f.ReadAt(got, off-4096); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[4096:], data) || !bytes.Equal(got[:4096], make([]byte, 4096)) {
+		t.Fatal("read back other bytes than WriteAt wrote")
+	}
+	// Errors come back as errors, not as "unsupported".
+	ro, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if n, err, unsupported := WriteAt(ro.Fd(), data, 0); n != 0 || !errors.Is(err, syscall.EBADF) || unsupported {
+		t.Fatalf("WriteAt on a read-only descriptor = %d, %v, %v; want EBADF", n, err, unsupported)
 	}
 }
