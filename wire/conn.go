@@ -165,8 +165,19 @@ type Call struct {
 // or resp until then. Sending one request to each of several servers with
 // Start and then waiting for all costs no goroutine per request.
 func (c *Client) Start(timeout time.Duration, req *Request, resp *Response) (Call, error) {
+	cl, err := c.register(timeout, req, resp, nil)
+	if err != nil {
+		return Call{}, err
+	}
+	c.out.send(req) // a write error shuts the connection (out.failed)
+	return Call{c: c, cl: cl}, nil
+}
+
+// register gives req its id and records its call, for the reply to find;
+// it fails when the connection is gone.
+func (c *Client) register(timeout time.Duration, req *Request, resp *Response, fn func(error, *later.Queue)) (*call, error) {
 	cl := callPool.Get().(*call)
-	cl.resp, cl.err, cl.op, cl.deadline = resp, nil, req.Op, 0
+	cl.resp, cl.err, cl.op, cl.deadline, cl.fn = resp, nil, req.Op, 0, fn
 	if timeout > 0 {
 		cl.deadline = now() + int64(timeout)
 	}
@@ -175,14 +186,14 @@ func (c *Client) Start(timeout time.Duration, req *Request, resp *Response) (Cal
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
+		cl.fn, cl.resp = nil, nil
 		callPool.Put(cl)
-		return Call{}, err
+		return nil, err
 	}
 	c.wait[req.ID] = cl
 	c.mu.Unlock()
 	c.pending.Add(1)
-	c.out.send(req) // a write error shuts the connection (out.failed)
-	return Call{c: c, cl: cl}, nil
+	return cl, nil
 }
 
 // StartFunc sends req like Start, but fn is told the result (as Do
@@ -197,23 +208,9 @@ func (c *Client) Start(timeout time.Duration, req *Request, resp *Response) (Cal
 // else the caller queued meanwhile. An error means req was not sent and
 // fn will not run.
 func (c *Client) StartFunc(timeout time.Duration, req *Request, resp *Response, q *later.Queue, fn func(err error, q *later.Queue)) error {
-	cl := callPool.Get().(*call)
-	cl.resp, cl.err, cl.op, cl.deadline, cl.fn = resp, nil, req.Op, 0, fn
-	if timeout > 0 {
-		cl.deadline = now() + int64(timeout)
-	}
-	req.ID = c.next.Add(1)
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		cl.fn, cl.resp = nil, nil
-		callPool.Put(cl)
+	if _, err := c.register(timeout, req, resp, fn); err != nil {
 		return err
 	}
-	c.wait[req.ID] = cl
-	c.mu.Unlock()
-	c.pending.Add(1)
 	if q == nil {
 		c.out.send(req)
 		return nil
