@@ -41,7 +41,10 @@ started: keel_iscsi, the client, the servers, then mgmt. Without a terminal it p
 plain progress lines and runs until SIGTERM. A second run reuses the data;
 --fresh starts over.
 
-Each process logs to DIR/node<N>/log/<applet>.log.
+Each process logs to DIR/node<N>/log/<applet>.log. The processes share
+this machine as a deployment would give each its own cores: each runs
+with GOMAXPROCS set to an equal share of the CPUs for the three servers
+and the client (at least 1), unless GOMAXPROCS is set for keel demo.
 
 Exit status: 0 after a clean stop, 1 when the cluster could not start or a
 process did not stop cleanly.`

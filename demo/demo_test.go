@@ -2,6 +2,10 @@ package demo_test
 
 import (
 	"context"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +31,18 @@ func start(t *testing.T, dir string, mgmt, want int) *demo.Cluster {
 	}
 	if pids := strings.Fields(env["KEEL_MGMT_PIDS"]); len(pids) != want {
 		t.Errorf("KEEL_MGMT_PIDS %q, want %d PIDs", env["KEEL_MGMT_PIDS"], want)
+	}
+	// Each process schedules on its share of the CPUs (one of four: three
+	// servers and the client), unless the caller set GOMAXPROCS.
+	wantProcs := "GOMAXPROCS=" + strconv.Itoa(max(1, runtime.NumCPU()/4))
+	if v, ok := os.LookupEnv("GOMAXPROCS"); ok {
+		wantProcs = "GOMAXPROCS=" + v
+	}
+	for _, pid := range strings.Fields(env["KEEL_SERVER_PIDS"] + " " + env["KEEL_CLIENT_PIDS"]) {
+		environ, err := os.ReadFile("/proc/" + pid + "/environ")
+		if err != nil || !slices.Contains(strings.Split(string(environ), "\x00"), wantProcs) {
+			t.Errorf("process %s: environment lacks %s (%v)", pid, wantProcs, err)
+		}
 	}
 	var st struct {
 		Leader string `json:"leader"`
