@@ -73,7 +73,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		log:    s.log.With("remote", nc.RemoteAddr().String()),
 		budget: semaphore.NewWeighted(inFlightBudget),
 	}
-	c.br = bufio.NewReaderSize(later.Reader{R: nc, Q: &c.later}, 64<<10)
+	c.br = bufio.NewReaderSize(later.Reader{R: nc, Before: c.later.Run}, 64<<10)
 	return c
 }
 

@@ -274,7 +274,7 @@ func (c *Client) expire(t int64) {
 // of StartFunc calls put off runs before each read of the socket.
 func (c *Client) readLoop() {
 	var q later.Queue
-	br := bufio.NewReaderSize(later.Reader{R: c.conn, Q: &q}, 256<<10)
+	br := bufio.NewReaderSize(later.Reader{R: c.conn, Before: q.Run}, 256<<10)
 	defer q.Run()
 	var hdr Response
 	for {
@@ -628,7 +628,7 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 	// Replies the reader queued are written before it waits for more
 	// bytes, also in the middle of a request whose payload is still
 	// arriving.
-	br := bufio.NewReaderSize(flushingReader{conn, out}, 256<<10)
+	br := bufio.NewReaderSize(later.Reader{R: conn, Before: out.flush}, 256<<10)
 	for {
 		ex := exchangePool.Get().(*exchange)
 		if err := ReadRequest(br, &ex.req); err != nil {
@@ -656,16 +656,4 @@ func serveConn(conn net.Conn, cfg ServerConfig) {
 	out.flush()
 	close(work)
 	workers.Wait()
-}
-
-// flushingReader writes the replies queued on out before each read of the
-// connection, which may wait.
-type flushingReader struct {
-	conn net.Conn
-	out  *batchWriter
-}
-
-func (r flushingReader) Read(p []byte) (int, error) {
-	r.out.flush()
-	return r.conn.Read(p)
 }

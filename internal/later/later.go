@@ -31,13 +31,14 @@ func (q *Queue) Run() {
 	q.fns = q.fns[:0]
 }
 
-// Reader runs Q before every Read of R, which may wait for bytes.
+// Reader calls Before (a Queue's Run, say) before every Read of R, which
+// may wait for bytes.
 type Reader struct {
-	R io.Reader
-	Q *Queue
+	R      io.Reader
+	Before func()
 }
 
 func (r Reader) Read(p []byte) (int, error) {
-	r.Q.Run()
+	r.Before()
 	return r.R.Read(p)
 }

@@ -27,7 +27,7 @@ func TestRunInOrderWithWorkAddedMeanwhile(t *testing.T) {
 func TestReaderRunsTheQueueBeforeEachRead(t *testing.T) {
 	var q Queue
 	ran := 0
-	r := Reader{R: strings.NewReader("ab"), Q: &q}
+	r := Reader{R: strings.NewReader("ab"), Before: q.Run}
 	buf := make([]byte, 1)
 	for i := range 3 {
 		q.Add(func() { ran++ })
