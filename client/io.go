@@ -104,8 +104,6 @@ func (v *Volume) StartRead(ctx context.Context, p []byte, off int64, q *later.Qu
 	a.req = wire.Request{Op: wire.OpRead, Disk: r.disk, Volume: l.Layers[0], Index: e.index, Offset: e.offset, Length: uint32(len(p))}
 	a.resp = wire.Response{Data: p[:0:len(p)]}
 	single := len(l.Layers) == 1
-	v.stats.ReadOps.Add(1)
-	v.stats.ReadBytes.Add(int64(len(p)))
 	err = c.StartFunc(v.timeout, &a.req, &a.resp, q, func(err error, q *later.Queue) {
 		n := len(a.resp.Data)
 		same := n > 0 && &a.resp.Data[0] == &p[0]
@@ -139,11 +137,11 @@ func (v *Volume) StartRead(ctx context.Context, p []byte, off int64, q *later.Qu
 	})
 	if err != nil {
 		asyncReads.Put(a)
-		v.stats.ReadOps.Add(-1)
-		v.stats.ReadBytes.Add(-int64(len(p)))
 		v.gate.RUnlock()
 		return false
 	}
+	v.stats.ReadOps.Add(1)
+	v.stats.ReadBytes.Add(int64(len(p)))
 	return true
 }
 

@@ -38,14 +38,7 @@ func NewPool(secret []byte, self wire.Peer, conns int) *Pool {
 // get returns a live connection to addr, dialling one if needed. A path
 // (containing '/') is a unix socket, anything else TCP.
 func (p *Pool) get(ctx context.Context, addr string, timeout time.Duration) (*wire.Client, error) {
-	p.mu.Lock()
-	pc := p.peers[addr]
-	if pc == nil {
-		pc = &peerConns{c: make([]*wire.Client, p.conns)}
-		p.peers[addr] = pc
-	}
-	p.mu.Unlock()
-	i := int(pc.next.Add(1)) % len(pc.c)
+	pc, i := p.slot(addr)
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if c := pc.c[i]; c != nil && !c.Closed() {
@@ -68,16 +61,22 @@ func (p *Pool) get(ctx context.Context, addr string, timeout time.Duration) (*wi
 	return c, nil
 }
 
+// slot picks the next of addr's connection slots, round robin.
+func (p *Pool) slot(addr string) (*peerConns, int) {
+	p.mu.Lock()
+	pc := p.peers[addr]
+	if pc == nil {
+		pc = &peerConns{c: make([]*wire.Client, p.conns)}
+		p.peers[addr] = pc
+	}
+	p.mu.Unlock()
+	return pc, int(pc.next.Add(1)) % len(pc.c)
+}
+
 // live returns a connection to addr that is up, without dialling: nil
 // when there is none at hand.
 func (p *Pool) live(addr string) *wire.Client {
-	p.mu.Lock()
-	pc := p.peers[addr]
-	p.mu.Unlock()
-	if pc == nil {
-		return nil
-	}
-	i := int(pc.next.Add(1)) % len(pc.c)
+	pc, i := p.slot(addr)
 	pc.mu.Lock()
 	c := pc.c[i]
 	pc.mu.Unlock()

@@ -228,11 +228,17 @@ func (c *conn) handle(req request, payload []byte) {
 		c.blockStatus(req)
 		return
 	}
+	c.replyDone(nil, req, err)
+}
+
+// replyDone answers a command that returns no data, whose backend call
+// ended with err; the reply goes out as sendTo(q) does.
+func (c *conn) replyDone(q *later.Queue, req request, err error) {
 	if err != nil {
-		c.replyError(req, c.cause(err))
+		c.replyErrorTo(q, req, c.cause(err))
 		return
 	}
-	c.send(nil, appendSimpleReply(nil, 0, req.handle))
+	c.sendTo(q, nil, appendSimpleReply(nil, 0, req.handle))
 }
 
 // cause is the error to report for a failed backend call: the export's
@@ -344,11 +350,7 @@ func (c *conn) startWrite(aw AsyncWriter, req request, payload []byte, weight in
 	}
 	c.inflight.Add(1)
 	ok := aw.StartWrite(c.ctx, payload, int64(req.offset), req.flags&cmdFlagFUA != 0, &c.later, func(err error, q *later.Queue) {
-		if err != nil {
-			c.replyErrorTo(q, req, c.cause(err))
-		} else {
-			c.sendTo(q, nil, appendSimpleReply(nil, 0, req.handle))
-		}
+		c.replyDone(q, req, err)
 		putBuf(payload)
 		c.budget.Release(weight)
 		c.inflight.Done()

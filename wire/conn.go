@@ -57,13 +57,20 @@ func (cl *call) complete(q *later.Queue) {
 		cl.done <- struct{}{}
 		return
 	}
+	cl.fn = nil // before result hands cl back to the pool
+	fn(cl.result(), q)
+}
+
+// result is what the call returns (see Do), once it is over; the call
+// goes back to the pool.
+func (cl *call) result() error {
 	err := cl.err
 	if err == nil {
 		err = cl.resp.Err()
 	}
-	cl.fn, cl.resp = nil, nil
+	cl.resp = nil
 	callPool.Put(cl)
-	fn(err, q)
+	return err
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -241,13 +248,7 @@ func (k Call) Wait(ctx context.Context) error {
 		callPool.Put(cl)
 		return ctx.Err()
 	}
-	err := cl.err
-	resp := cl.resp
-	callPool.Put(cl)
-	if err != nil {
-		return err
-	}
-	return resp.Err()
+	return cl.result()
 }
 
 // expire fails the connection when a call is past its deadline.
