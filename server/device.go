@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"keel/internal/rawio"
 )
 
@@ -49,6 +51,29 @@ type fileDevice struct {
 // rawWriteMax is the largest buffered write made by raw system call: a
 // few pages, over before the scheduler would notice.
 const rawWriteMax = 64 << 10
+
+// cachedPiece is the most of a buffered write handed to the kernel in one
+// call. The page cache sizes the folio it adds for a write by the length
+// of the write (ext4 since Linux 6.16), and every later write into that
+// folio walks all of its buffer heads: a 4 KiB write into a folio of a
+// former 1 MiB write cost a server about 10 us, and random writes on a
+// volume filled sequentially ran at three quarters of the rate they reach
+// with 64 KiB pieces. A piece of this size costs one more system call per
+// 64 KiB, next to the 35 us its copy takes.
+const cachedPiece = 64 << 10
+
+// writePieces writes b at off in pieces of at most cachedPiece.
+func writePieces(w io.WriterAt, b []byte, off int64) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := w.WriteAt(b[n:min(len(b), n+cachedPiece)], off+int64(n))
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
 
 func (d *fileDevice) Sync() error {
 	for {
@@ -136,7 +161,7 @@ func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 			m, err := d.File.WriteAt(b[n:], off+int64(n))
 			return n + m, err
 		}
-		return d.File.WriteAt(b, off)
+		return writePieces(d.File, b, off)
 	}
 	if aligned(b) {
 		return d.directIO(true, b, off)
@@ -202,6 +227,11 @@ func OpenDevice(path string, direct bool) (Device, uint64, error) {
 	}
 	d := &fileDevice{File: f}
 	d.raw, _ = f.SyscallConn()
+	// No read-ahead: it fills the cache with large folios too (see
+	// cachedPiece), and the store reads what it needs in one call, a
+	// whole AU where it needs that much (a scrub). This is advice; a
+	// kernel that refuses it loses only speed.
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
 	if direct {
 		df, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
 		switch {
