@@ -8,7 +8,7 @@ type ServerConfig struct {
 	Concurrency int      `toml:"concurrency" min:"1" max:"4096" help:"requests of one connection served at once"`
 	DirectIO    bool     `toml:"direct_io" help:"read and write object data with O_DIRECT (bypassing this host's page cache) where the file system allows it"`
 	DiskTimeout Duration `toml:"disk_timeout" min:"0s" max:"10m" help:"a disk I/O in flight for longer makes the server eject the disk; 0s: never"`
-	FlushEvery  Duration `toml:"flush_interval" min:"0s" max:"1h" help:"flush each disk this often while it has changes, bounding what a crash of the server process loses; 0s: only on clients' FLUSH and FUA"`
+	FlushEvery  Duration `toml:"flush_interval" min:"0s" max:"1h" help:"flush each disk this often while it has changes, bounding what a crash of the server process loses (blocks written since read as checksum errors until recovered from a replica); shorter costs CPU and write-back under load; 0s: only on clients' FLUSH and FUA"`
 	ObjectSize  int      `toml:"object_size" min:"1048576" max:"1073741824" help:"object size in bytes written into disks by keel disk init (a multiple of 1 MiB)"`
 	// Recovery of a disk that returns after being down.
 	ScrubRateMB    int      `toml:"scrub_rate_mb" min:"1" max:"100000" help:"MiB per second a disk's scrub reads, low enough that client I/O keeps the disk"`
