@@ -63,7 +63,7 @@ func (c *ServerApplet) Run(env *Env) error {
 		}
 	}
 	opts := server.Options{Disks: unique, Listen: cfg.Server.Listen, Socket: cfg.Server.Socket, Secret: secret,
-		NodeID: uint32(cfg.Node.ID), Name: cfg.Node.DisplayName(), Concurrency: cfg.Server.Concurrency, DirectIO: cfg.Server.DirectIO,
+		NodeID: uint32(cfg.Node.ID), Name: cfg.Node.DisplayName(), Concurrency: cfg.Server.Concurrency, DirectIO: cfg.Server.DirectIO, DirectWritesFrom: cfg.Server.DirectWritesFrom,
 		DiskTimeout:   time.Duration(cfg.Server.DiskTimeout),
 		FlushInterval: time.Duration(cfg.Server.FlushEvery), Log: env.Log,
 		HeartbeatInterval: time.Duration(cfg.Mgmt.HeartbeatInterval), Version: node.Version,

@@ -75,7 +75,9 @@ func mustNewTestCluster(t *testing.T, disks int) *testCluster {
 
 func (c *testCluster) start(s *testServer) {
 	t := c.t
-	dev, _, err := server.OpenDevice(s.path, false)
+	// Buffered, with large writes direct: the demo's disks, and the mode
+	// in which both paths meet on one file.
+	dev, _, err := server.OpenDevice(s.path, server.DirectIO{WritesFrom: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,7 @@ func TestAIOErrors(t *testing.T) {
 // OpenDevice uses the ring for direct I/O where the file system allows it.
 func TestDirectDeviceUsesAIO(t *testing.T) {
 	_, path := directFile(t, 1<<20)
-	dev, _, err := OpenDevice(path, true)
+	dev, _, err := OpenDevice(path, DirectIO{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}

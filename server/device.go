@@ -25,19 +25,45 @@ type Device interface {
 	Close() error
 }
 
+// DirectIO chooses the data I/O that bypasses the page cache (O_DIRECT),
+// where the file system allows it.
+type DirectIO struct {
+	// All: every read and write of data, as a storage server should do:
+	// the clients cache, and a second copy in this host's cache only
+	// evicts other data.
+	All bool
+	// WritesFrom: without All, writes of at least this many bytes (0:
+	// none). Copying a large write into the page cache costs more CPU
+	// than the device takes to write it, and the copy evicts other data.
+	WritesFrom int
+}
+
 // fileDevice is a block device or regular file; Sync is fdatasync. With a
-// direct descriptor, I/O in the data region (from directFrom) bypasses the
-// page cache (O_DIRECT), as a storage server should: the clients cache,
-// and a second copy in this host's cache only evicts other data. Metadata
-// stays buffered: its 512-byte records are below a 4Kn device's direct I/O
-// unit. The regions never overlap, so the two paths never see stale data;
-// fdatasync on either descriptor flushes the file and the device cache.
+// direct descriptor, I/O in the data region (from directFrom) that
+// DirectIO chooses bypasses the page cache (O_DIRECT). Metadata stays
+// buffered: its 512-byte records are below a 4Kn device's direct I/O unit,
+// and the regions never overlap. fdatasync on either descriptor flushes
+// the file and the device cache.
+//
+// With only large writes direct, data pages are also cached: the kernel
+// writes back and drops the cached pages of a direct write's range around
+// it, and the store never has a page in flight both ways, since every
+// block's reads and writes are ordered by its AU's stripe lock and folios
+// never span AUs (AUs are 1 MiB aligned, folios at most cachedPiece). Read
+// ahead of a cache miss (readAround) adds clean pages only, which the
+// kernel drops around a direct write too. Were a stale page still served,
+// the block's CRC would not match and the read would fail over to
+// another replica.
 type fileDevice struct {
 	*os.File
 	direct     *os.File // nil: all I/O buffered
+	directAll  bool     // all data I/O direct; else writes from directWritesFrom
 	directFrom int64
-	aio        *aioRing // direct I/O through native AIO; nil: pread/pwrite
-	aioErr     error    // why direct I/O has no AIO ring
+	// directWritesFrom: without directAll, the smallest write that goes
+	// direct; 0: none.
+	directWritesFrom int
+	aio              *aioRing // direct I/O through native AIO; nil: pread/pwrite
+	aioErr           error    // why direct I/O has no AIO ring
 	// raw reaches the buffered descriptor for reads from the page cache
 	// by raw system call (rawio.ReadCached); noCached is set once the
 	// file system refused them.
@@ -98,8 +124,9 @@ func (d *fileDevice) Close() error {
 // starts.
 func (d *fileDevice) setDataOffset(off int64) { d.directFrom = off }
 
-// cached reports whether data I/O goes through the page cache.
-func (d *fileDevice) cached() bool { return d.direct == nil }
+// cached reports whether data reads and small writes go through the page
+// cache.
+func (d *fileDevice) cached() bool { return !d.directAll }
 
 const directAlign = 4096
 
@@ -119,15 +146,38 @@ func aligned(b []byte) bool {
 	return len(b) > 0 && uintptr(unsafe.Pointer(&b[0]))%directAlign == 0 && len(b)%directAlign == 0
 }
 
-func (d *fileDevice) useDirect(b []byte, off int64) bool {
+// directable reports whether b at off may be direct I/O: data, aligned,
+// and no larger than a bounce buffer.
+func (d *fileDevice) directable(b []byte, off int64) bool {
 	return d.direct != nil && d.directFrom > 0 && off >= d.directFrom && off%directAlign == 0 && len(b)%directAlign == 0 && len(b) <= MaxDirectIO
 }
 
+func (d *fileDevice) readDirect(b []byte, off int64) bool {
+	return d.directAll && d.directable(b, off)
+}
+
+func (d *fileDevice) writeDirect(b []byte, off int64) bool {
+	return (d.directAll || d.directWritesFrom > 0 && len(b) >= d.directWritesFrom) && d.directable(b, off)
+}
+
+// readAround is the aligned span of data a buffered read that misses the
+// cache asks the kernel to read, without waiting for more than its own
+// part: with large writes direct, data read back soon after would
+// otherwise come from the device 4 KiB at a time. The kernel reads around
+// a page fault likewise (128 KiB), but the descriptor has no read-ahead
+// (see OpenDevice).
+const readAround = 64 << 10
+
 func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
-	if !d.useDirect(b, off) {
+	if !d.readDirect(b, off) {
 		n := d.readCached(b, off)
 		if n == len(b) {
 			return n, nil
+		}
+		if rest := int64(len(b) - n); d.directFrom > 0 && off >= d.directFrom && rest < readAround {
+			from := (off + int64(n)) &^ (readAround - 1)
+			to := (off + int64(len(b)) + readAround - 1) &^ (readAround - 1)
+			_ = unix.Fadvise(int(d.File.Fd()), from, to-from, unix.FADV_WILLNEED) // advice: a refusal costs only speed
 		}
 		m, err := d.File.ReadAt(b[n:], off+int64(n))
 		return n + m, err
@@ -144,7 +194,7 @@ func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
 }
 
 func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
-	if !d.useDirect(b, off) {
+	if !d.writeDirect(b, off) {
 		if d.raw != nil && len(b) <= rawWriteMax && !d.noRawWrite.Load() {
 			var n int
 			var err error
@@ -176,7 +226,7 @@ func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 // ReadCachedAt reads what the page cache holds of b's range, from its
 // start, without waiting for the device: 0 for direct I/O.
 func (d *fileDevice) ReadCachedAt(b []byte, off int64) int {
-	if d.useDirect(b, off) {
+	if d.readDirect(b, off) {
 		return 0
 	}
 	return d.readCached(b, off)
@@ -212,10 +262,10 @@ func (d *fileDevice) directIO(write bool, b []byte, off int64) (int, error) {
 	return d.direct.ReadAt(b, off)
 }
 
-// OpenDevice opens a disk path for the store. With direct, data I/O uses
-// O_DIRECT when the file system supports it (tmpfs does not: then all I/O
-// is buffered).
-func OpenDevice(path string, direct bool) (Device, uint64, error) {
+// OpenDevice opens a disk path for the store. The data I/O that dio
+// chooses uses O_DIRECT when the file system supports it (tmpfs does not:
+// then all I/O is buffered).
+func OpenDevice(path string, dio DirectIO) (Device, uint64, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, 0, err
@@ -232,11 +282,13 @@ func OpenDevice(path string, direct bool) (Device, uint64, error) {
 	// whole AU where it needs that much (a scrub). This is advice; a
 	// kernel that refuses it loses only speed.
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
-	if direct {
+	if dio.All || dio.WritesFrom > 0 {
 		df, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
 		switch {
 		case err == nil:
 			d.direct = df
+			d.directAll = dio.All
+			d.directWritesFrom = dio.WritesFrom
 			if d.aio, d.aioErr = newAIORing(); d.aioErr != nil {
 				d.aio = nil // pread/pwrite still work
 			}

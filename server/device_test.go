@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -29,7 +30,7 @@ func TestBufferedDeviceReadsCachedAndEvicted(t *testing.T) {
 	if err := os.WriteFile(path, want, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dev, _, err := OpenDevice(path, false)
+	dev, _, err := OpenDevice(path, DirectIO{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func TestBufferedDeviceKeepsFoliosSmall(t *testing.T) {
 	if err := os.Truncate(path, 16*mib); err != nil {
 		t.Fatal(err)
 	}
-	dev, _, err := OpenDevice(path, false)
+	dev, _, err := OpenDevice(path, DirectIO{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,4 +330,138 @@ func largestFolio(t *testing.T, path string, off, n int64) int {
 		largest = max(largest, run)
 	}
 	return largest
+}
+
+// With large writes direct and the rest buffered, the two paths meet on
+// one file: a direct write drops the cached pages of its range (small
+// buffered writes before it included), what is read next is always the
+// newest write, and a read that misses the cache brings in its aligned
+// readAround span, so data written direct is cached again once read.
+func TestLargeWritesDirectOthersCached(t *testing.T) {
+	const mib = 1 << 20
+	path := filepath.Join(t.TempDir(), "disk")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 4*mib); err != nil {
+		t.Fatal(err)
+	}
+	dev, _, err := OpenDevice(path, DirectIO{WritesFrom: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	d := dev.(*fileDevice)
+	if d.direct == nil {
+		t.Skip("no O_DIRECT on this file system")
+	}
+	if !d.cached() {
+		t.Fatal("reads of a device with only large writes direct are not cached")
+	}
+	d.setDataOffset(mib)
+	const at = 2 * mib // an AU of the data region
+	fill := func(b byte) []byte {
+		p := alignedBuf(mib)
+		for i := range p {
+			p[i] = b + byte(i>>12)
+		}
+		return p
+	}
+	cachedAt := func(off int64, n int) int { return residentBytes(t, path, off, n) }
+	check := func(what string, off int64, want []byte) {
+		t.Helper()
+		got := make([]byte, len(want))
+		if _, err := dev.ReadAt(got, off); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: read %x..., want %x...", what, got[:8], want[:8])
+		}
+	}
+
+	// A small write is cached; a large write over it replaces it on the
+	// device and drops it from the cache.
+	small := bytes.Repeat([]byte{0xee}, BlockSize)
+	if _, err := dev.WriteAt(small, at+8*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	if n := cachedAt(at+8*BlockSize, BlockSize); n != BlockSize {
+		t.Fatalf("a small write is not cached (%d bytes)", n)
+	}
+	large := fill(1)
+	if _, err := dev.WriteAt(large, at); err != nil {
+		t.Fatal(err)
+	}
+	if n := cachedAt(at, mib); n != 0 {
+		t.Fatalf("%d bytes of a large write's range are cached after it", n)
+	}
+	// Read-around: one block brings in its aligned span.
+	check("a block of the large write", at+20*BlockSize, large[20*BlockSize:21*BlockSize])
+	span := int64(at+20*BlockSize) &^ (readAround - 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for cachedAt(span, readAround) < readAround {
+		if time.Now().After(deadline) {
+			t.Fatalf("a read that missed the cache did not bring in its %d KiB span (%d bytes cached)", readAround>>10, cachedAt(span, readAround))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	check("the large write", at, large)
+
+	// A small write into a range written direct, then a large one over
+	// both: each read returns the newest.
+	if _, err := dev.WriteAt(small, at+9*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte(nil), large...)
+	copy(want[9*BlockSize:], small)
+	check("a small write over a large one", at, want)
+	again := fill(7)
+	if _, err := dev.WriteAt(again, at); err != nil {
+		t.Fatal(err)
+	}
+	check("a large write over a cached small one", at, again)
+
+	// The large writes reached the device itself: a descriptor of its own
+	// with O_DIRECT reads them.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := alignedBuf(mib)
+	if _, err := f.ReadAt(got, at); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, again) {
+		t.Fatal("the device does not hold the last large write")
+	}
+}
+
+// residentBytes counts the bytes of the file's n bytes at off that the
+// page cache holds, by mincore on a mapping, which unlike a read with
+// RWF_NOWAIT does not start reading what is missing.
+func residentBytes(t *testing.T, path string, off int64, n int) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), off, n, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	pageSize := os.Getpagesize()
+	vec := make([]byte, (n+pageSize-1)/pageSize)
+	if _, _, errno := syscall.Syscall(syscall.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	resident := 0
+	for _, v := range vec {
+		if v&1 != 0 {
+			resident += pageSize
+		}
+	}
+	return resident
 }

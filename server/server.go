@@ -25,8 +25,11 @@ type Options struct {
 	NodeID      uint32
 	Name        string
 	Concurrency int
-	DirectIO    bool          // O_DIRECT for data I/O where the file system allows it
-	DiskTimeout time.Duration // an I/O in flight longer fails (ejects) the disk; 0: never
+	DirectIO    bool // O_DIRECT for data I/O where the file system allows it
+	// DirectWritesFrom: without DirectIO, data writes of at least this
+	// many bytes use O_DIRECT; 0: none.
+	DirectWritesFrom int
+	DiskTimeout      time.Duration // an I/O in flight longer fails (ejects) the disk; 0: never
 	// FlushInterval bounds what a crash of the server process loses; 0:
 	// only clients' FLUSH and FUA flush.
 	FlushInterval time.Duration
@@ -171,7 +174,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 	for _, p := range o.Disks {
-		dev, _, err := OpenDevice(p, o.DirectIO)
+		dev, _, err := OpenDevice(p, DirectIO{All: o.DirectIO, WritesFrom: o.DirectWritesFrom})
 		if err != nil {
 			return fmt.Errorf("open disk %s: %w", p, err)
 		}

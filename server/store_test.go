@@ -26,7 +26,7 @@ func newFileStore(t testing.TB, aus int, direct bool) (*Store, string) {
 	if err := os.Truncate(path, int64(size)); err != nil {
 		t.Fatal(err)
 	}
-	dev, got, err := OpenDevice(path, direct)
+	dev, got, err := OpenDevice(path, DirectIO{All: direct})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func reopen(t *testing.T, s *Store, path string) *Store {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	dev, _, err := OpenDevice(path, true)
+	dev, _, err := OpenDevice(path, DirectIO{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
