@@ -75,9 +75,13 @@ sync
 printf '%-26s %14s %14s %8s %6s %14s\n' "workload (${t}s, QD32)" keel nbdkit ratio goal "keel CPU/op"
 for w in "randread 4k 0.8 IOPS" "randwrite 4k 0.4 IOPS" "write 1m 0.3 MiB/s"; do
 	read -r rw bs goal unit <<<"$w"
+	# Each run starts with nothing dirty, so that none pays for the
+	# write-back of the run before it (the other system's, mostly).
+	sync
 	c0=$(cputicks)
 	kout=$(run "$keel_uri" "$rw" "$bs")
 	c1=$(cputicks)
+	sync
 	pout=$(run "$peer_uri" "$rw" "$bs")
 	read -r k kops <<<"$kout"
 	read -r p _ <<<"$pout"
