@@ -200,18 +200,7 @@ func TestServeQuickOnlyFromTheCache(t *testing.T) {
 // something to tell apart.
 func TestBufferedDeviceKeepsFoliosSmall(t *testing.T) {
 	const mib = 1 << 20
-	path := filepath.Join(t.TempDir(), "disk")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, 16*mib); err != nil {
-		t.Fatal(err)
-	}
-	dev, _, err := OpenDevice(path, DirectIO{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
+	dev, path := openSparse(t, 16*mib, DirectIO{})
 	plain, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -259,6 +248,25 @@ func TestBufferedDeviceKeepsFoliosSmall(t *testing.T) {
 	if got := largestFolio(t, path, 8*mib, 4*mib); got > 1 {
 		t.Errorf("sequential device reads brought in a folio of %d pages, want single pages", got)
 	}
+}
+
+// openSparse opens a device on a new sparse file of size bytes; the test
+// closes it.
+func openSparse(t *testing.T, size int64, dio DirectIO) (Device, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "disk")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+	dev, _, err := OpenDevice(path, dio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	return dev, path
 }
 
 var pageSink byte
@@ -339,18 +347,7 @@ func largestFolio(t *testing.T, path string, off, n int64) int {
 // readAround span, so data written direct is cached again once read.
 func TestLargeWritesDirectOthersCached(t *testing.T) {
 	const mib = 1 << 20
-	path := filepath.Join(t.TempDir(), "disk")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, 4*mib); err != nil {
-		t.Fatal(err)
-	}
-	dev, _, err := OpenDevice(path, DirectIO{WritesFrom: 256 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
+	dev, path := openSparse(t, 4*mib, DirectIO{WritesFrom: 256 << 10})
 	d := dev.(*fileDevice)
 	if d.direct == nil {
 		t.Skip("no O_DIRECT on this file system")
