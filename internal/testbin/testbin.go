@@ -49,6 +49,17 @@ func Keel(t testing.TB) string {
 	return buildPath
 }
 
+// Main runs a package's tests (call it from TestMain) and then removes
+// the binary Keel built for them, if any, so that test runs without
+// KEEL_BINARY leave nothing in the temporary directory.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if buildPath != "" {
+		os.RemoveAll(filepath.Dir(buildPath))
+	}
+	return code
+}
+
 type buildError struct {
 	out string
 	err error

@@ -1,0 +1,10 @@
+package iscsi
+
+import (
+	"os"
+	"testing"
+
+	"keel/internal/testbin"
+)
+
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
