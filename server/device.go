@@ -48,12 +48,16 @@ type DirectIO struct {
 // With only large writes direct, data pages are also cached: the kernel
 // writes back and drops the cached pages of a direct write's range around
 // it, and the store never has a page in flight both ways, since every
-// block's reads and writes are ordered by its AU's stripe lock and folios
-// never span AUs (AUs are 1 MiB aligned, folios at most cachedPiece). Read
-// ahead of a cache miss (readAround) adds clean pages only, which the
-// kernel drops around a direct write too. Were a stale page still served,
-// the block's CRC would not match and the read would fail over to
-// another replica.
+// block's reads and writes are ordered by its AU's stripe lock and the
+// folios this descriptor makes never span AUs (AUs are 1 MiB aligned,
+// folios at most cachedPiece). Read ahead of a cache miss (readAround)
+// adds clean pages only, which the kernel drops around a direct write too.
+// A folio that spans two AUs can still come from elsewhere (another
+// process reading the file, or the cache of an earlier run without
+// FADV_RANDOM), and a buffered write into one of its AUs during a direct
+// write into the other may keep the kernel from dropping it; then a
+// stale page is served, its block's CRC does not match, and the read
+// fails over to another replica.
 type fileDevice struct {
 	*os.File
 	direct     *os.File // nil: all I/O buffered
@@ -178,10 +182,8 @@ func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
 		if n == len(b) {
 			return n, nil
 		}
-		if rest := int64(len(b) - n); d.directFrom > 0 && off >= d.directFrom && rest < readAround {
-			from := (off + int64(n)) &^ (readAround - 1)
-			to := (off + int64(len(b)) + readAround - 1) &^ (readAround - 1)
-			_ = unix.Fadvise(int(d.File.Fd()), from, to-from, unix.FADV_WILLNEED) // advice: a refusal costs only speed
+		if rest := int64(len(b) - n); d.raw != nil && d.directFrom > 0 && off >= d.directFrom && rest < readAround {
+			d.readAround((off+int64(n))&^(readAround-1), (off+int64(len(b))+readAround-1)&^(readAround-1))
 		}
 		m, err := d.File.ReadAt(b[n:], off+int64(n))
 		return n + m, err
@@ -266,6 +268,20 @@ func (d *fileDevice) directIO(write bool, b []byte, off int64) (int, error) {
 	return d.direct.ReadAt(b, off)
 }
 
+// readAround asks the kernel to read [from, to) into the cache, in
+// pieces of readAroundPiece: it reads at most the device's read-ahead
+// (128 KiB by default) or largest request per call. This is advice; a
+// refusal costs only speed.
+func (d *fileDevice) readAround(from, to int64) {
+	d.raw.Control(func(fd uintptr) {
+		for off := from; off < to; off += readAroundPiece {
+			_ = unix.Fadvise(int(fd), off, min(readAroundPiece, to-off), unix.FADV_WILLNEED)
+		}
+	})
+}
+
+const readAroundPiece = 128 << 10
+
 // OpenDevice opens a disk path for the store. The data I/O that dio
 // chooses uses O_DIRECT when the file system supports it (tmpfs does not:
 // then all I/O is buffered).
@@ -292,7 +308,11 @@ func OpenDevice(path string, dio DirectIO) (Device, uint64, error) {
 		case err == nil:
 			d.direct = df
 			d.directAll = dio.All
-			d.directWritesFrom = dio.WritesFrom
+			if dio.WritesFrom > 0 {
+				// A write the connection's reader serves itself
+				// (rawWriteMax) must not wait for the device.
+				d.directWritesFrom = max(dio.WritesFrom, rawWriteMax+1)
+			}
 			if d.aio, d.aioErr = newAIORing(); d.aioErr != nil {
 				d.aio = nil // pread/pwrite still work
 			}
