@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,13 +16,7 @@ import (
 // temporary directory, which must allow it (tmpfs does not).
 func directFile(t *testing.T, size int64) (*os.File, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "direct")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, size); err != nil {
-		t.Fatal(err)
-	}
+	path := sparseFile(t, size)
 	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
 	if errors.Is(err, syscall.EINVAL) {
 		if os.Getenv("CI") != "" {
