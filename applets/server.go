@@ -64,8 +64,8 @@ func (c *ServerApplet) Run(env *Env) error {
 	}
 	opts := server.Options{Disks: unique, Listen: cfg.Server.Listen, Socket: cfg.Server.Socket, Secret: secret,
 		NodeID: uint32(cfg.Node.ID), Name: cfg.Node.DisplayName(), Concurrency: cfg.Server.Concurrency, DirectIO: cfg.Server.DirectIO, DirectWritesFrom: cfg.Server.DirectWritesFrom,
-		DiskTimeout:   time.Duration(cfg.Server.DiskTimeout),
-		FlushInterval: time.Duration(cfg.Server.FlushEvery), Log: env.Log,
+		DiskTimeout:        time.Duration(cfg.Server.DiskTimeout),
+		CheckpointInterval: time.Duration(cfg.Server.CheckpointEvery), FlushInterval: time.Duration(cfg.Server.FlushEvery), Log: env.Log,
 		HeartbeatInterval: time.Duration(cfg.Mgmt.HeartbeatInterval), Version: node.Version,
 		RecoveryRate: uint64(cfg.Server.RecoveryRateMB) << 20, RecoverySettle: time.Duration(cfg.Server.RecoverySettle),
 		ScrubRate: uint64(cfg.Server.ScrubRateMB) << 20,

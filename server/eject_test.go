@@ -142,7 +142,7 @@ func TestBackgroundFlush(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go st.FlushEvery(ctx, 20*time.Millisecond, func(err error) { t.Error(err) })
+	go st.Persist(ctx, 0, 20*time.Millisecond, func(err error) { t.Error(err) })
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st.flushMu.Lock() // no flush half done while we look

@@ -726,7 +726,7 @@ func (s *Store) casRuns(o *object, idx int, au int32, b0 int, states []uint8, ve
 				m.crcs[b0+k] = crc32.Checksum(part[(k-i)*BlockSize:(k-i+1)*BlockSize], castagnoli)
 				m.vers[b0+k] = vers[k]
 			}
-			s.dirtyAU[au] = struct{}{}
+			s.markAU(au)
 			s.mu.Unlock()
 		} else {
 			s.mu.Lock()

@@ -160,7 +160,7 @@ func (s *Store) repairBlock(id ObjectID, hidden bool, blk int, c BlockCopy) (rep
 	s.mu.Lock()
 	m := &s.aus[au]
 	m.states[b], m.crcs[b], m.vers[b] = BlockData, crc32.Checksum(c.Data, castagnoli), c.Version
-	s.dirtyAU[au] = struct{}{}
+	s.markAU(au)
 	s.raiseVersion(o, c.Version)
 	s.mu.Unlock()
 	return repaired, nil

@@ -30,11 +30,13 @@ type Options struct {
 	// many bytes use O_DIRECT; 0: none.
 	DirectWritesFrom int
 	DiskTimeout      time.Duration // an I/O in flight longer fails (ejects) the disk; 0: never
-	// FlushInterval bounds what a crash of the server process loses; 0:
-	// only clients' FLUSH and FUA flush.
-	FlushInterval time.Duration
-	State         *sql.DB // node state: fencing tokens survive restarts; may be nil
-	Log           *slog.Logger
+	// CheckpointInterval bounds what a crash of the server process loses,
+	// FlushInterval what a crash of the host costs recovery (see
+	// Store.Persist); 0: never (clients' FLUSH and FUA still flush).
+	CheckpointInterval time.Duration
+	FlushInterval      time.Duration
+	State              *sql.DB // node state: fencing tokens survive restarts; may be nil
+	Log                *slog.Logger
 	// Mgmt, when set, receives ServiceHeartbeat and DiskRegister calls
 	// every HeartbeatInterval.
 	Mgmt              *apiclient.Client
@@ -230,9 +232,7 @@ func Run(ctx context.Context, o Options) error {
 		if o.DiskTimeout > 0 {
 			go st.Watch(ctx, o.DiskTimeout)
 		}
-		if o.FlushInterval > 0 {
-			go st.FlushEvery(ctx, o.FlushInterval, func(err error) { o.Log.Error("background flush failed", "disk", id, "err", err) })
-		}
+		go st.Persist(ctx, o.CheckpointInterval, o.FlushInterval, func(err error) { o.Log.Error("background checkpoint or flush failed", "disk", id, "err", err) })
 		if o.Mgmt != nil {
 			go srv.followScrub(ctx, o, id, st)
 			go srv.followRecovery(ctx, o, id, st)

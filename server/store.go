@@ -5,11 +5,16 @@
 package server
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
+	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -133,10 +138,22 @@ type Store struct {
 	byInc    map[uint64]*object
 	nextInc  uint64
 	epoch    uint64
+	// dirtyAU and dirtyObj are the records changed since the last flush,
+	// ckptAU and ckptObj those changed since the last flush or checkpoint.
 	dirtyAU  map[int32]struct{}
 	dirtyObj map[int]struct{}
+	ckptAU   map[int32]struct{}
+	ckptObj  map[int]struct{}
 	pending  []*object // hidden childless objects to free after the next flush
 	objAUs   int
+
+	// boot identifies this boot of the host (zero: unknown); the flush
+	// mark records it beside the durable epoch (see DESIGN.md "Process
+	// crashes"). trustTo is the highest epoch load accepted a record of.
+	boot    [16]byte
+	markCur int8 // slot of the newest valid mark, -1 none
+	markDue bool // the next flush writes the mark even if nothing else
+	trustTo uint64
 }
 
 // Format writes a new superblock on dev. The metadata tables need no
@@ -164,13 +181,20 @@ func ReadSuperblock(dev Device) (Superblock, error) {
 // the store. Records left inconsistent by a crash are repaired and flushed
 // before Open returns.
 func Open(dev Device) (*Store, error) {
+	return open(dev, hostBoot())
+}
+
+// open is Open on a host whose boot is boot; tests pass another boot to
+// see what a restart of the host finds.
+func open(dev Device, boot [16]byte) (*Store, error) {
 	sb, err := ReadSuperblock(dev)
 	if err != nil {
 		return nil, err
 	}
 	timed := newTimedDevice(dev)
 	s := &Store{dev: timed, timed: timed, sb: sb, objects: map[ObjectID]*object{}, byInc: map[uint64]*object{}, failedCh: make(chan struct{}),
-		dirtyAU: map[int32]struct{}{}, dirtyObj: map[int]struct{}{}, objAUs: int(sb.ObjectSize / AUSize)}
+		dirtyAU: map[int32]struct{}{}, dirtyObj: map[int]struct{}{}, ckptAU: map[int32]struct{}{}, ckptObj: map[int]struct{}{},
+		objAUs: int(sb.ObjectSize / AUSize), boot: boot}
 	timed.setDataOffset(int64(sb.DataOff))
 	s.cached = true
 	if c, ok := dev.(interface{ cached() bool }); ok {
@@ -254,30 +278,100 @@ func (s *Store) encodeAU(au int32, epoch uint64) []byte {
 }
 
 // newestSlot picks the valid slot with the higher epoch of a two-slot
-// record, or -1.
-func (s *Store) newestSlot(rec []byte, slotSize int, magic uint32) (int8, uint64) {
+// record, or -1. A slot of an epoch above trustTo was written after the
+// last flush the mark records as durable, in an earlier boot of the host:
+// it is passed over, and rejected reports that the record must be
+// written again so that it cannot count later.
+func (s *Store) newestSlot(rec []byte, slotSize int, magic uint32) (best int8, bestEpoch uint64, rejected bool) {
 	le := binary.LittleEndian
-	best, bestEpoch := int8(-1), uint64(0)
+	best = -1
 	for i := 0; i < 2; i++ {
 		b := rec[i*slotSize : (i+1)*slotSize]
 		if le.Uint32(b) != magic || le.Uint32(b[slotSize-4:]) != s.recordCRC(b[:slotSize-4]) {
 			continue
 		}
 		// Epochs and incarnations must stay above those of every valid
-		// slot, the older one included: it may become the newest if the
-		// newer one is ever lost.
+		// slot, the older and the rejected ones included: the older may
+		// become the newest if the newer one is ever lost, and a record
+		// written again must outrank a rejected one.
 		e := le.Uint64(b[8:])
 		s.epoch = max(s.epoch, e)
 		s.nextInc = max(s.nextInc, le.Uint64(b[16:]))
+		if e > s.trustTo {
+			rejected = true
+			continue
+		}
 		if best < 0 || e > bestEpoch {
 			best, bestEpoch = int8(i), e
 		}
 	}
-	return best, bestEpoch
+	return best, bestEpoch, rejected
 }
+
+// The flush mark (two slots at markOff): magic, the epoch of the last
+// flush that completed (every record of that epoch or lower is durable),
+// the boot of the host that wrote it ... crc at the end.
+const (
+	markMagic  = 0x4b524d4b // "KMRK"
+	markBootAt = 24
+)
+
+func (s *Store) encodeMark(epoch uint64) []byte {
+	b := make([]byte, markSlotSize)
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], markMagic)
+	le.PutUint64(b[8:], epoch)
+	copy(b[markBootAt:markBootAt+16], s.boot[:])
+	le.PutUint32(b[markSlotSize-4:], s.recordCRC(b[:markSlotSize-4]))
+	return b
+}
+
+// loadMark reads the flush mark and sets which records load may trust.
+// Written in this boot of the host, every record is in the page cache as
+// the server left it, so all are trusted (a crash of the process loses
+// nothing checkpointed). Written in another boot, a record newer than the
+// last completed flush may be a checkpoint the host never made durable,
+// describing data that did not reach the disk: only records up to that
+// flush count. A disk without a mark (formatted, or from before marks)
+// holds no checkpoint.
+func (s *Store) loadMark() error {
+	s.trustTo = math.MaxUint64
+	b := make([]byte, 2*markSlotSize)
+	if _, err := s.dev.ReadAt(b, markOff); err != nil {
+		return fmt.Errorf("read flush mark: %w", err)
+	}
+	cur, e, _ := s.newestSlot(b, markSlotSize, markMagic)
+	s.markCur = cur
+	s.markDue = true // the open's flush records this boot
+	if cur >= 0 && !s.sameBoot(b[int(cur)*markSlotSize+markBootAt:][:16]) {
+		s.trustTo = e
+	}
+	return nil
+}
+
+func (s *Store) sameBoot(boot []byte) bool {
+	return s.boot != [16]byte{} && bytes.Equal(boot, s.boot[:])
+}
+
+var hostBoot = sync.OnceValue(func() [16]byte {
+	var id [16]byte
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return id // unknown: every checkpoint is a flush
+	}
+	h, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(string(b)), "-", ""))
+	if err != nil || len(h) != len(id) {
+		return id
+	}
+	copy(id[:], h)
+	return id
+})
 
 // load rebuilds the in-memory metadata from the tables.
 func (s *Store) load() error {
+	if err := s.loadMark(); err != nil {
+		return err
+	}
 	le := binary.LittleEndian
 	n := int(s.sb.NumObjects)
 	s.slots = make([]*object, n)
@@ -293,9 +387,12 @@ func (s *Store) load() error {
 		}
 		for i := 0; i < cnt; i++ {
 			rec := b[i*objRecordSize : (i+1)*objRecordSize]
-			cur, e := s.newestSlot(rec, objSlotSize, objMagic)
+			cur, e, rejected := s.newestSlot(rec, objSlotSize, objMagic)
 			slot := first + i
 			s.objCur[slot] = cur
+			if rejected {
+				s.markObj(slot)
+			}
 			if cur < 0 {
 				continue
 			}
@@ -308,11 +405,11 @@ func (s *Store) load() error {
 			if old := s.byInc[o.inc]; old != nil {
 				// Should not happen; keep the newer record.
 				if objEpoch[old.slot] > e {
-					s.dirtyObj[slot] = struct{}{}
+					s.markObj(slot)
 					continue
 				}
 				s.slots[old.slot] = nil
-				s.dirtyObj[old.slot] = struct{}{}
+				s.markObj(old.slot)
 			}
 			o.aus = make([]int32, s.objAUs)
 			for k := range o.aus {
@@ -337,7 +434,7 @@ func (s *Store) load() error {
 			}
 			s.slots[loser.slot] = nil
 			delete(s.byInc, loser.inc)
-			s.dirtyObj[loser.slot] = struct{}{}
+			s.markObj(loser.slot)
 			continue
 		}
 		s.objects[o.id] = o
@@ -367,9 +464,12 @@ func (s *Store) load() error {
 		}
 		for i := 0; i < cnt; i++ {
 			rec := b[i*auPageSize : (i+1)*auPageSize]
-			cur, e := s.newestSlot(rec, auSlotSize, auMagic)
+			cur, e, rejected := s.newestSlot(rec, auSlotSize, auMagic)
 			au := int32(first + i)
 			s.auCur[au] = cur
+			if rejected {
+				s.markAU(au)
+			}
 			if cur < 0 {
 				continue
 			}
@@ -384,11 +484,11 @@ func (s *Store) load() error {
 				// Two AUs claim one place: the newer page wins, the
 				// other is freed on disk too so it cannot come back.
 				if auEpoch[prev] > e {
-					s.dirtyAU[au] = struct{}{}
+					s.markAU(au)
 					continue
 				}
 				s.aus[prev] = auMeta{}
-				s.dirtyAU[prev] = struct{}{}
+				s.markAU(prev)
 			}
 			m := &s.aus[au]
 			m.owner, m.index = owner, idx
@@ -492,8 +592,20 @@ func (s *Store) allocAU(o *object, idx int) (int32, error) {
 	s.freeAUs = s.freeAUs[:len(s.freeAUs)-1]
 	s.aus[au] = auMeta{owner: o.inc, index: uint32(idx)}
 	o.aus[idx] = au
-	s.dirtyAU[au] = struct{}{}
+	s.markAU(au)
 	return au, nil
+}
+
+// markAU and markObj note a changed record for the next flush and
+// checkpoint. Caller holds mu.
+func (s *Store) markAU(au int32) {
+	s.dirtyAU[au] = struct{}{}
+	s.ckptAU[au] = struct{}{}
+}
+
+func (s *Store) markObj(slot int) {
+	s.dirtyObj[slot] = struct{}{}
+	s.ckptObj[slot] = struct{}{}
 }
 
 // freeAU returns an AU to the free list. Caller holds mu.
@@ -502,7 +614,7 @@ func (s *Store) freeAU(o *object, idx int) {
 	o.aus[idx] = -1
 	s.aus[au] = auMeta{}
 	s.freeAUs = append(s.freeAUs, au)
-	s.dirtyAU[au] = struct{}{}
+	s.markAU(au)
 }
 
 // Write stores data (4 KiB aligned) at off in the object. version is the
@@ -547,7 +659,7 @@ func (s *Store) Write(id ObjectID, off uint64, data []byte, version uint64) erro
 func (s *Store) raiseVersion(o *object, version uint64) {
 	if version > o.version {
 		o.version = version
-		s.dirtyObj[o.slot] = struct{}{}
+		s.markObj(o.slot)
 	}
 }
 
@@ -592,7 +704,7 @@ func (s *Store) writeChunk(o *object, idx, b0 int, data []byte, crcs []uint32, v
 			m.crcs[b0+k] = crcs[k]
 			m.vers[b0+k] = version
 		}
-		s.dirtyAU[au] = struct{}{}
+		s.markAU(au)
 		s.mu.Unlock()
 		i = j
 	}
@@ -679,7 +791,7 @@ func (s *Store) zeroChunk(o *object, idx, b0, k int, state uint8, version uint64
 		m.crcs[i] = 0
 		m.vers[i] = version
 	}
-	s.dirtyAU[au] = struct{}{}
+	s.markAU(au)
 	keep := false
 	for _, st := range m.states {
 		if st == BlockData || st == BlockZero {
@@ -932,7 +1044,7 @@ func (s *Store) createLocked(id ObjectID, parent *ObjectID, hidden, parentHidden
 		s.objects[id] = o
 	}
 	s.byInc[o.inc] = o
-	s.dirtyObj[slot] = struct{}{}
+	s.markObj(slot)
 	return nil
 }
 
@@ -955,7 +1067,7 @@ func (s *Store) deleteObject(id ObjectID, version *uint64) error {
 		delete(s.objects, id)
 		if o.children > 0 {
 			o.hidden = true
-			s.dirtyObj[o.slot] = struct{}{}
+			s.markObj(o.slot)
 		} else {
 			s.freeObject(o)
 		}
@@ -980,7 +1092,7 @@ func (s *Store) freeObject(o *object) {
 	}
 	s.slots[o.slot] = nil
 	s.freeSlot = append(s.freeSlot, o.slot)
-	s.dirtyObj[o.slot] = struct{}{}
+	s.markObj(o.slot)
 	delete(s.byInc, o.inc)
 	if p := o.parent; p != nil {
 		p.children--
@@ -1003,6 +1115,78 @@ func (s *Store) Flush() error {
 	}
 }
 
+// encodeChanged encodes the given AU pages and object records at epoch,
+// each for the slot that does not hold its durable copy, sorted by
+// offset. Caller holds gate and mu.
+func (s *Store) encodeChanged(aus map[int32]struct{}, objs map[int]struct{}, epoch uint64) []pageWrite {
+	writes := make([]pageWrite, 0, len(aus)+len(objs))
+	for au := range aus {
+		to := int8(0)
+		if s.auCur[au] == 0 {
+			to = 1
+		}
+		writes = append(writes, pageWrite{off: int64(s.sb.AUTableOff) + int64(au)*auPageSize + int64(to)*auSlotSize,
+			b: s.encodeAU(au, epoch), au: au, to: to})
+	}
+	for slot := range objs {
+		to := int8(0)
+		if s.objCur[slot] == 0 {
+			to = 1
+		}
+		writes = append(writes, pageWrite{off: int64(objTableOff) + int64(slot)*objRecordSize + int64(to)*objSlotSize,
+			b: s.encodeObj(slot, epoch), au: -1, slot: slot, to: to})
+	}
+	sort.Slice(writes, func(i, j int) bool { return writes[i].off < writes[j].off })
+	return writes
+}
+
+// writePages writes the AU pages (aus) or the object records (!aus) of
+// writes.
+func (s *Store) writePages(writes []pageWrite, aus bool) error {
+	for _, w := range writes {
+		if (w.au >= 0) == aus {
+			if _, err := s.dev.WriteAt(w.b, w.off); err != nil {
+				return s.fail(err)
+			}
+		}
+	}
+	return nil
+}
+
+// Checkpoint writes the records changed since the last flush or checkpoint
+// into their spare slots, as a flush does, but waits for no device: they
+// reach the page cache, which outlives a crash of the server process, and
+// a restart in the same boot of the host finds them (DESIGN.md "Process
+// crashes"). It makes nothing durable; the next flush writes the same
+// records again. Where the host's boot is unknown it flushes instead.
+func (s *Store) Checkpoint() error {
+	if s.boot == ([16]byte{}) {
+		return s.Flush()
+	}
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.gate.Lock()
+	s.mu.Lock()
+	if s.failed != nil {
+		s.mu.Unlock()
+		s.gate.Unlock()
+		return fmt.Errorf("disk %d: %w: %v", s.sb.DiskID, ErrFailed, s.failed)
+	}
+	epoch := s.epoch + 1
+	writes := s.encodeChanged(s.ckptAU, s.ckptObj, epoch)
+	clear(s.ckptAU)
+	clear(s.ckptObj)
+	s.epoch = epoch
+	s.mu.Unlock()
+	s.gate.Unlock()
+	// AU pages first: a crash in between leaves no version claiming
+	// writes whose CRCs were not recorded.
+	if err := s.writePages(writes, true); err != nil {
+		return err
+	}
+	return s.writePages(writes, false)
+}
+
 type pageWrite struct {
 	off  int64
 	b    []byte
@@ -1020,25 +1204,16 @@ func (s *Store) flushOnce() (bool, error) {
 		return false, fmt.Errorf("disk %d: %w: %v", s.sb.DiskID, ErrFailed, s.failed)
 	}
 	epoch := s.epoch + 1
-	writes := make([]pageWrite, 0, len(s.dirtyAU)+len(s.dirtyObj))
-	for au := range s.dirtyAU {
-		to := int8(0)
-		if s.auCur[au] == 0 {
-			to = 1
-		}
-		writes = append(writes, pageWrite{off: int64(s.sb.AUTableOff) + int64(au)*auPageSize + int64(to)*auSlotSize,
-			b: s.encodeAU(au, epoch), au: au, to: to})
-	}
-	for slot := range s.dirtyObj {
-		to := int8(0)
-		if s.objCur[slot] == 0 {
-			to = 1
-		}
-		writes = append(writes, pageWrite{off: int64(objTableOff) + int64(slot)*objRecordSize + int64(to)*objSlotSize,
-			b: s.encodeObj(slot, epoch), au: -1, slot: slot, to: to})
-	}
+	writes := s.encodeChanged(s.dirtyAU, s.dirtyObj, epoch)
 	clear(s.dirtyAU)
 	clear(s.dirtyObj)
+	clear(s.ckptAU) // a subset of the dirty ones
+	clear(s.ckptObj)
+	mark := len(writes) > 0 || s.markDue
+	markTo := int8(0)
+	if s.markCur == 0 {
+		markTo = 1
+	}
 	s.epoch = epoch
 	pending := s.pending
 	s.pending = nil
@@ -1049,19 +1224,21 @@ func (s *Store) flushOnce() (bool, error) {
 	// they describe, and only then the object records, so that a version
 	// on disk never claims writes whose blocks are not there. A crash in
 	// between leaves records of an unacknowledged flush: old or new each.
-	sort.Slice(writes, func(i, j int) bool { return writes[i].off < writes[j].off })
+	// The mark goes with the object records: once it is durable, so is
+	// every record of this epoch and below.
 	for phase := 0; phase < 2; phase++ {
-		for _, w := range writes {
-			if (w.au >= 0) == (phase == 0) {
-				if _, err := s.dev.WriteAt(w.b, w.off); err != nil {
-					return false, s.fail(err)
-				}
+		if err := s.writePages(writes, phase == 0); err != nil {
+			return false, err
+		}
+		if phase == 1 && mark {
+			if _, err := s.dev.WriteAt(s.encodeMark(epoch), markOff+int64(markTo)*markSlotSize); err != nil {
+				return false, s.fail(err)
 			}
 		}
 		if err := s.dev.Sync(); err != nil {
 			return false, s.fail(err)
 		}
-		if len(writes) == 0 && len(pending) == 0 {
+		if len(writes) == 0 && len(pending) == 0 && !mark {
 			return false, nil
 		}
 	}
@@ -1080,6 +1257,9 @@ func (s *Store) flushOnce() (bool, error) {
 		} else {
 			s.objCur[w.slot] = w.to
 		}
+	}
+	if mark {
+		s.markCur, s.markDue = markTo, false
 	}
 	// Children freed in this flush are durable: their hidden parents may go.
 	for _, p := range pending {
@@ -1249,7 +1429,7 @@ func (s *Store) setVersion(id ObjectID, hidden bool, version uint64) error {
 	}
 	if o.version != version {
 		o.version = version
-		s.dirtyObj[o.slot] = struct{}{}
+		s.markObj(o.slot)
 	}
 	return nil
 }

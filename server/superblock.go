@@ -18,7 +18,9 @@ const (
 
 	superblockSize  = 4096
 	superblockMagic = "KEELDSK1"
-	objTableOff     = 8192 // superblock, then 4 KiB reserved
+	markOff         = 4096 // the flush mark: two 512-byte slots after the superblock
+	markSlotSize    = 512
+	objTableOff     = 8192 // superblock, then the flush mark's 4 KiB
 	objRecordSize   = 1024 // two 512-byte slots
 	objSlotSize     = 512
 	auPageSize      = 8192 // two 4 KiB slots

@@ -104,29 +104,48 @@ func (s *Store) Watch(ctx context.Context, timeout time.Duration) {
 	}
 }
 
-// FlushEvery flushes the store every interval while it has changes, until
-// ctx ends. It bounds what a crash of the server process (not of the host)
-// loses to the last interval: blocks written since the last flush read as
-// checksum errors until rewritten or recovered from a replica.
-func (s *Store) FlushEvery(ctx context.Context, interval time.Duration, log func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// Persist keeps the store's metadata on disk until ctx ends: every
+// checkpoint interval it writes the records changed since into the page
+// cache (Checkpoint), which bounds what a crash of the server process
+// loses, and every flush interval it flushes, which bounds what a crash of
+// the host costs the replicas' recovery (blocks written since read as
+// checksum errors until recovered). Hidden objects waiting to be freed
+// make the next tick a flush. Either interval may be 0: never.
+func (s *Store) Persist(ctx context.Context, checkpoint, flush time.Duration, log func(error)) {
+	ticker := func(d time.Duration) <-chan time.Time {
+		if d <= 0 {
+			return nil
+		}
+		t := time.NewTicker(d)
+		context.AfterFunc(ctx, t.Stop)
+		return t.C
+	}
+	ckptC, flushC := ticker(checkpoint), ticker(flush)
 	for {
+		full := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.failedCh:
 			return
-		case <-t.C:
+		case <-ckptC:
+		case <-flushC:
+			full = true
 		}
 		s.mu.Lock()
-		dirty := len(s.dirtyAU)+len(s.dirtyObj)+len(s.pending) > 0
+		full = full && len(s.dirtyAU)+len(s.dirtyObj) > 0 || len(s.pending) > 0
+		changed := len(s.ckptAU)+len(s.ckptObj) > 0
 		s.mu.Unlock()
-		if dirty {
-			if err := s.Flush(); err != nil {
-				log(err)
-				return
-			}
+		var err error
+		switch {
+		case full:
+			err = s.Flush()
+		case changed:
+			err = s.Checkpoint()
+		}
+		if err != nil {
+			log(err)
+			return
 		}
 	}
 }
