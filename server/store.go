@@ -151,9 +151,15 @@ type Store struct {
 	// mark records it beside the durable epoch (see DESIGN.md "Process
 	// crashes"). trustTo is the highest epoch load accepted a record of.
 	boot    [16]byte
+	marks   bool // the disk's format has the flush mark
 	markCur int8 // slot of the newest valid mark, -1 none
 	markDue bool // the next flush writes the mark even if nothing else
-	trustTo uint64
+	// markLast: the next flush makes its object records durable before it
+	// writes the mark, because some rewrite records load rejected: a
+	// mark that reached the disk without them would trust the rejected
+	// slots they were to overwrite.
+	markLast bool
+	trustTo  uint64
 }
 
 // Format writes a new superblock on dev. The metadata tables need no
@@ -336,6 +342,11 @@ func (s *Store) encodeMark(epoch uint64) []byte {
 // holds no checkpoint.
 func (s *Store) loadMark() error {
 	s.trustTo = math.MaxUint64
+	s.markCur = -1
+	s.marks = s.sb.FormatVersion != formatNoMark
+	if !s.marks {
+		return nil
+	}
 	b := make([]byte, 2*markSlotSize)
 	if _, err := s.dev.ReadAt(b, markOff); err != nil {
 		return fmt.Errorf("read flush mark: %w", err)
@@ -345,6 +356,7 @@ func (s *Store) loadMark() error {
 	s.markDue = true // the open's flush records this boot
 	if cur >= 0 && !s.sameBoot(b[int(cur)*markSlotSize+markBootAt:][:16]) {
 		s.trustTo = e
+		s.markLast = true
 	}
 	return nil
 }
@@ -1158,9 +1170,10 @@ func (s *Store) writePages(writes []pageWrite, aus bool) error {
 // reach the page cache, which outlives a crash of the server process, and
 // a restart in the same boot of the host finds them (DESIGN.md "Process
 // crashes"). It makes nothing durable; the next flush writes the same
-// records again. Where the host's boot is unknown it flushes instead.
+// records again. On a disk of format 2 (no mark), or where the host's
+// boot is unknown, it flushes instead.
 func (s *Store) Checkpoint() error {
-	if s.boot == ([16]byte{}) {
+	if !s.marks || s.boot == ([16]byte{}) {
 		return s.Flush()
 	}
 	s.flushMu.Lock()
@@ -1209,7 +1222,8 @@ func (s *Store) flushOnce() (bool, error) {
 	clear(s.dirtyObj)
 	clear(s.ckptAU) // a subset of the dirty ones
 	clear(s.ckptObj)
-	mark := len(writes) > 0 || s.markDue
+	mark := s.marks && (len(writes) > 0 || s.markDue)
+	markLast := s.markLast
 	markTo := int8(0)
 	if s.markCur == 0 {
 		markTo = 1
@@ -1226,20 +1240,38 @@ func (s *Store) flushOnce() (bool, error) {
 	// between leaves records of an unacknowledged flush: old or new each.
 	// The mark goes with the object records: once it is durable, so is
 	// every record of this epoch and below.
-	for phase := 0; phase < 2; phase++ {
-		if err := s.writePages(writes, phase == 0); err != nil {
+	if err := s.writePages(writes, true); err != nil {
+		return false, err
+	}
+	if err := s.dev.Sync(); err != nil {
+		return false, s.fail(err)
+	}
+	if len(writes) == 0 && len(pending) == 0 && !mark {
+		return false, nil
+	}
+	if err := s.writePages(writes, false); err != nil {
+		return false, err
+	}
+	writeMark := func() error {
+		if _, err := s.dev.WriteAt(s.encodeMark(epoch), markOff+int64(markTo)*markSlotSize); err != nil {
+			return s.fail(err)
+		}
+		return nil
+	}
+	if mark && !markLast {
+		if err := writeMark(); err != nil {
 			return false, err
 		}
-		if phase == 1 && mark {
-			if _, err := s.dev.WriteAt(s.encodeMark(epoch), markOff+int64(markTo)*markSlotSize); err != nil {
-				return false, s.fail(err)
-			}
+	}
+	if err := s.dev.Sync(); err != nil {
+		return false, s.fail(err)
+	}
+	if mark && markLast {
+		if err := writeMark(); err != nil {
+			return false, err
 		}
 		if err := s.dev.Sync(); err != nil {
 			return false, s.fail(err)
-		}
-		if len(writes) == 0 && len(pending) == 0 && !mark {
-			return false, nil
 		}
 	}
 	// Freeing hidden parents takes the gate: recovery and scrub address
@@ -1259,7 +1291,7 @@ func (s *Store) flushOnce() (bool, error) {
 		}
 	}
 	if mark {
-		s.markCur, s.markDue = markTo, false
+		s.markCur, s.markDue, s.markLast = markTo, false, false
 	}
 	// Children freed in this flush are durable: their hidden parents may go.
 	for _, p := range pending {

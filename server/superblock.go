@@ -9,16 +9,21 @@ import (
 	"unicode/utf8"
 )
 
-// On-disk format constants (format version 2: per-block versions). See DESIGN.md.
+// On-disk format constants. See DESIGN.md.
 const (
-	FormatVersion = 2
+	// FormatVersion is what keel disk init writes: 3 adds the flush mark
+	// (checkpoints) to 2 (per-block versions). A disk of format 2 is
+	// served without checkpoints; a keel that knows only format 2 refuses
+	// a disk of format 3, whose mark it would not keep up to date.
+	FormatVersion = 3
+	formatNoMark  = 2
 	BlockSize     = 4096    // unit of checksums and of I/O alignment
 	AUSize        = 1 << 20 // allocation unit
 	BlocksPerAU   = AUSize / BlockSize
 
 	superblockSize  = 4096
 	superblockMagic = "KEELDSK1"
-	markOff         = 4096 // the flush mark: two 512-byte slots after the superblock
+	markOff         = 4096 // the flush mark (format 3): two 512-byte slots after the superblock
 	markSlotSize    = 512
 	objTableOff     = 8192 // superblock, then the flush mark's 4 KiB
 	objRecordSize   = 1024 // two 512-byte slots
@@ -160,8 +165,8 @@ func ParseSuperblock(b []byte) (Superblock, error) {
 		return sb, fmt.Errorf("%w: checksum %08x, stored %08x", ErrBadSuperblock, got, want)
 	}
 	sb.FormatVersion = le.Uint32(b[8:])
-	if sb.FormatVersion != FormatVersion {
-		return sb, fmt.Errorf("%w: format version %d, this keel reads %d", ErrBadSuperblock, sb.FormatVersion, FormatVersion)
+	if sb.FormatVersion != FormatVersion && sb.FormatVersion != formatNoMark {
+		return sb, fmt.Errorf("%w: format version %d, this keel reads %d and %d", ErrBadSuperblock, sb.FormatVersion, formatNoMark, FormatVersion)
 	}
 	sb.SSD = le.Uint32(b[12:])&1 != 0
 	sb.DiskID = le.Uint32(b[16:])
