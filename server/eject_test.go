@@ -172,3 +172,58 @@ func TestBackgroundFlush(t *testing.T) {
 		t.Fatalf("after power loss: %v", err)
 	}
 }
+
+// The background checkpoint keeps writes across a crash of the process,
+// without flushing them.
+func TestBackgroundCheckpoint(t *testing.T) {
+	dev := newCrashDevice(mustFormat(t, crashObjectSize, 0))
+	st, err := open(dev, testBoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ObjectID{1, 0}
+	if err := st.CreateObject(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Write(id, 0, block(42), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go st.Persist(ctx, 20*time.Millisecond, 0, func(err error) { t.Error(err) })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st.flushMu.Lock() // no checkpoint half done while we look
+		st.mu.Lock()
+		done := len(st.ckptAU)+len(st.ckptObj) == 0
+		st.mu.Unlock()
+		st.flushMu.Unlock()
+		if done {
+			cancel()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background checkpoint did not run")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	s2, err := open(newCrashDevice(dev.powerLoss(rng, 1)), testBoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := contentID(mustRead(t, s2, id, 0)); !ok || got != 42 {
+		t.Fatalf("after a crash of the process: block reads %d, want 42", got)
+	}
+	// Nothing was flushed: after a power loss the block is as it was.
+	s3, err := open(newCrashDevice(dev.powerLoss(rng, 0)), testRebooted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, s3, id, 0); !bytes.Equal(got, make([]byte, BlockSize)) {
+		t.Fatal("after a power loss: the checkpointed block was flushed")
+	}
+}
