@@ -383,6 +383,18 @@ func TestE2ERecoveryAfterEveryServerStopped(t *testing.T) {
 	}
 	waitDisks(t, ctx, cl, 120*time.Second, allUp)
 	got := make([]byte, len(data))
+	// The client learns that the disks are up at its next poll of mgmt;
+	// until then it has no replica to read from.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		err := nbd.ReadAt(got[:1<<20], 96<<20)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no read succeeded within 10s of every disk being up: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	for off := 0; off < len(data); off += 1 << 20 {
 		if err := nbd.ReadAt(got[off:off+1<<20], int64(96<<20+off)); err != nil {
 			t.Fatal(err)
