@@ -411,12 +411,9 @@ func checkInvariants(t *testing.T, s *Store) {
 	}
 }
 
-// A checkpoint survives a crash of the server process, whose writes the
-// page cache keeps, and counts for nothing once the host restarts: not at
-// that open, nor at any later one.
-func TestCheckpointAcrossCrashes(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	dev := newCrashDevice(mustFormat(t, crashObjectSize, 5))
+// mustOpenWithObject opens dev in testBoot and creates object 1/0 in it.
+func mustOpenWithObject(t *testing.T, dev *crashDevice) (*Store, ObjectID) {
+	t.Helper()
 	s, err := open(dev, testBoot)
 	if err != nil {
 		t.Fatal(err)
@@ -425,6 +422,16 @@ func TestCheckpointAcrossCrashes(t *testing.T) {
 	if err := s.CreateObject(id, nil); err != nil {
 		t.Fatal(err)
 	}
+	return s, id
+}
+
+// A checkpoint survives a crash of the server process, whose writes the
+// page cache keeps, and counts for nothing once the host restarts: not at
+// that open, nor at any later one.
+func TestCheckpointAcrossCrashes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	dev := newCrashDevice(mustFormat(t, crashObjectSize, 5))
+	s, id := mustOpenWithObject(t, dev)
 	buf := make([]byte, BlockSize)
 	version := uint64(0)
 	write := func(block int, content uint64) {
@@ -556,14 +563,7 @@ func TestFormat2CheckpointFlushes(t *testing.T) {
 	if err := Format(dev, sb); err != nil {
 		t.Fatal(err)
 	}
-	s, err := open(dev, testBoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := ObjectID{Volume: 1}
-	if err := s.CreateObject(id, nil); err != nil {
-		t.Fatal(err)
-	}
+	s, id := mustOpenWithObject(t, dev)
 	if err := s.Write(id, 0, block(5), 7); err != nil {
 		t.Fatal(err)
 	}

@@ -177,14 +177,7 @@ func TestBackgroundFlush(t *testing.T) {
 // without flushing them.
 func TestBackgroundCheckpoint(t *testing.T) {
 	dev := newCrashDevice(mustFormat(t, crashObjectSize, 0))
-	st, err := open(dev, testBoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := ObjectID{1, 0}
-	if err := st.CreateObject(id, nil); err != nil {
-		t.Fatal(err)
-	}
+	st, id := mustOpenWithObject(t, dev)
 	if err := st.Flush(); err != nil {
 		t.Fatal(err)
 	}
