@@ -316,7 +316,8 @@ func (s *Store) newestSlot(rec []byte, slotSize int, magic uint32) (best int8, b
 
 // The flush mark (two slots at markOff): magic, the epoch of the last
 // flush that completed (every record of that epoch or lower is durable),
-// the boot of the host that wrote it ... crc at the end.
+// zeros at 16 (newestSlot reads an incarnation there, as in the other
+// records), the boot of the host that wrote it ... crc at the end.
 const (
 	markMagic  = 0x4b524d4b // "KMRK"
 	markBootAt = 24
