@@ -66,8 +66,9 @@ type fileDevice struct {
 	// directWritesFrom: without directAll, the smallest write that goes
 	// direct; 0: none.
 	directWritesFrom int
-	aio              *aioRing // direct I/O through native AIO; nil: pread/pwrite
-	aioErr           error    // why direct I/O has no AIO ring
+	aio              *aioRing    // direct I/O through native AIO; nil: pread/pwrite
+	contig           *contigBufs // for large direct I/O; nil: none
+	aioErr           error       // why direct I/O has no AIO ring
 	// raw reaches the buffered descriptor for reads from the page cache
 	// by raw system call (rawio.ReadCached); noCached is set once the
 	// file system refused them.
@@ -188,6 +189,12 @@ func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
 		m, err := d.File.ReadAt(b[n:], off+int64(n))
 		return n + m, err
 	}
+	if cb := d.contigFor(b); cb != nil {
+		defer d.contig.put(cb)
+		n, err := d.directIO(false, cb[:len(b)], off)
+		copy(b, cb[:n])
+		return n, err
+	}
 	if aligned(b) {
 		return d.directIO(false, b, off)
 	}
@@ -218,6 +225,10 @@ func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 			return n + m, err
 		}
 		return writePieces(d.File, b, off)
+	}
+	if cb := d.contigFor(b); cb != nil {
+		defer d.contig.put(cb)
+		return d.directIO(true, cb[:copy(cb, b)], off)
 	}
 	if aligned(b) {
 		return d.directIO(true, b, off)
@@ -255,6 +266,16 @@ func (d *fileDevice) readCached(b []byte, off int64) int {
 		d.noCached.Store(true)
 	}
 	return n
+}
+
+// contigFor returns a contiguous buffer (see contigBufs) for a direct
+// transfer of b, or nil where b is too small or too large for one or none
+// is free.
+func (d *fileDevice) contigFor(b []byte) []byte {
+	if d.contig == nil || len(b) < contigFrom || len(b) > contigSize {
+		return nil
+	}
+	return d.contig.get()
 }
 
 // directIO does one aligned transfer on the direct descriptor.
@@ -307,6 +328,7 @@ func OpenDevice(path string, dio DirectIO) (Device, uint64, error) {
 		switch {
 		case err == nil:
 			d.direct = df
+			d.contig = contig
 			d.directAll = dio.All
 			if dio.WritesFrom > 0 {
 				// A write the connection's reader serves itself
