@@ -13,8 +13,15 @@ import (
 
 // The pool hands out distinct AU-sized buffers, each inside one 2 MiB
 // aligned mapping advised as huge, never more than its limit, and takes
-// them back.
+// them back. Where the kernel gives no huge pages the process's pool is
+// empty.
 func TestContigBufs(t *testing.T) {
+	if thpLimit() == 0 {
+		if contig.get() != nil {
+			t.Fatal("without transparent huge pages the pool hands out buffers")
+		}
+		return
+	}
 	p := &contigBufs{limit: 4}
 	var got [][]byte
 	for range 4 {
@@ -48,30 +55,16 @@ func TestContigBufs(t *testing.T) {
 	if p.made != 4 {
 		t.Fatalf("mapped %d buffers, want 4", p.made)
 	}
-	if thpMode(t) != "never" {
-		if !thpEligible(t, uintptr(unsafe.Pointer(&got[0][0]))) {
-			t.Fatal("the buffers' mapping is not eligible for transparent huge pages")
-		}
+	// Kernels before 5.x have no THPeligible line; then there is nothing
+	// to check.
+	if ok, found := thpEligible(t, uintptr(unsafe.Pointer(&got[0][0]))); found && !ok {
+		t.Fatal("the buffers' mapping is not eligible for transparent huge pages")
 	}
 }
 
-// thpMode is the system's transparent huge page mode: always, madvise or
-// never.
-func thpMode(t *testing.T) string {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil {
-		return "never"
-	}
-	s := string(b)
-	i, j := strings.IndexByte(s, '['), strings.IndexByte(s, ']')
-	if i < 0 || j < i {
-		t.Fatalf("transparent_hugepage/enabled: %q", s)
-	}
-	return s[i+1 : j]
-}
-
-// thpEligible reports the THPeligible flag of the mapping holding addr.
-func thpEligible(t *testing.T, addr uintptr) bool {
+// thpEligible reports the THPeligible flag of the mapping holding addr,
+// and whether /proc/self/smaps has one.
+func thpEligible(t *testing.T, addr uintptr) (eligible, found bool) {
 	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		t.Fatal(err)
@@ -87,30 +80,49 @@ func thpEligible(t *testing.T, addr uintptr) bool {
 			continue
 		}
 		if in && strings.HasPrefix(line, "THPeligible:") {
-			return strings.TrimSpace(strings.TrimPrefix(line, "THPeligible:")) == "1"
+			return strings.TrimSpace(strings.TrimPrefix(line, "THPeligible:")) == "1", true
 		}
 	}
-	t.Fatalf("no THPeligible line for the mapping at %#x in /proc/self/smaps", addr)
-	return false
+	return false, false
 }
 
 // Large direct reads and writes, from aligned and unaligned buffers,
 // through a contiguous buffer or, with the pool exhausted, without one,
-// all put the same bytes on the file.
+// all put the same bytes on the file, exactly in their range, and report
+// their length; a read that ends at the end of the file returns the file's
+// bytes only.
 func TestDirectDeviceLargeIO(t *testing.T) {
-	_, path := directFile(t, 8<<20)
+	const size = 16 << 20
+	f, path := directFile(t, size)
+	fill := alignedBuf(size)
+	for i := range fill {
+		fill[i] = byte(i/BlockSize) | 0x80
+	}
+	if _, err := f.WriteAt(fill, 0); err != nil {
+		t.Fatal(err)
+	}
 	dev, _, err := OpenDevice(path, DirectIO{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dev.Close()
 	d := dev.(*fileDevice)
-	if d.contig == nil {
-		t.Fatal("a direct device has no contiguous buffers")
+	if d.contig != contig {
+		t.Fatal("a direct device does not use the process's contiguous buffers")
 	}
 	d.setDataOffset(directAlign)
+	huge := thpLimit() > 0
 	pool := &contigBufs{limit: 2}
+	small := &contigBufs{limit: 2}
 	exhausted := &contigBufs{limit: 0}
+	// on reads the file at off through the direct descriptor.
+	on := func(off int64, n int) []byte {
+		b := alignedBuf(n)
+		if _, err := d.direct.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
 	for i, c := range []struct {
 		pool      *contigBufs
 		n         int
@@ -119,12 +131,12 @@ func TestDirectDeviceLargeIO(t *testing.T) {
 		{pool, contigSize, false},
 		{pool, contigSize, true},
 		{pool, contigFrom, true},
-		{pool, contigFrom - directAlign, false},
+		{small, contigFrom - directAlign, false},
 		{exhausted, contigSize, false},
 		{exhausted, contigSize, true},
 	} {
 		d.contig = c.pool
-		off := int64(1<<20) * int64(1+i)
+		off := int64(2<<20)*int64(i) + BlockSize // apart, each with a neighbour on both sides
 		want := make([]byte, c.n+1)
 		if c.unaligned {
 			want = want[1:]
@@ -134,31 +146,47 @@ func TestDirectDeviceLargeIO(t *testing.T) {
 		for j := range want {
 			want[j] = byte(rand.Uint32())
 		}
-		if _, err := d.WriteAt(want, off); err != nil {
-			t.Fatalf("case %d: write: %v", i, err)
+		if n, err := d.WriteAt(want, off); err != nil || n != c.n {
+			t.Fatalf("case %d: write: %d bytes, %v; want %d", i, n, err, c.n)
 		}
 		got := alignedBuf(c.n + directAlign)[:c.n]
 		if c.unaligned {
 			got = got[1 : c.n+1]
 		}
-		if _, err := d.ReadAt(got, off); err != nil {
-			t.Fatalf("case %d: read: %v", i, err)
+		if n, err := d.ReadAt(got, off); err != nil || n != c.n {
+			t.Fatalf("case %d: read: %d bytes, %v; want %d", i, n, err, c.n)
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("case %d: read back differs", i)
 		}
-		plain := make([]byte, c.n)
-		if _, err := d.File.ReadAt(plain, off); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(plain, want) {
+		if !bytes.Equal(on(off, c.n), want) {
 			t.Fatalf("case %d: the file holds other bytes", i)
+		}
+		end := off + int64(c.n)
+		if !bytes.Equal(on(off-BlockSize, BlockSize), fill[off-BlockSize:off]) || !bytes.Equal(on(end, BlockSize), fill[end:end+BlockSize]) {
+			t.Fatalf("case %d: the write changed bytes beside its range", i)
 		}
 		if len(c.pool.free) != c.pool.made {
 			t.Fatalf("case %d: %d of %d buffers back in the pool", i, len(c.pool.free), c.pool.made)
 		}
 	}
-	if pool.made == 0 {
-		t.Fatal("no large I/O went through a contiguous buffer")
+	if small.made != 0 {
+		t.Fatalf("an I/O of %d bytes, below %d, took a contiguous buffer", contigFrom-directAlign, contigFrom)
+	}
+	if used := pool.made > 0; used != huge {
+		t.Fatalf("large I/O through a contiguous buffer: %v; transparent huge pages: %v", used, huge)
+	}
+
+	// A read past the end of the file: the pool's buffer holds another
+	// I/O's bytes, which must not reach the caller.
+	d.contig = pool
+	tail := 128 << 10
+	got := bytes.Repeat([]byte{0xee}, 2*tail)
+	n, err := d.ReadAt(got, size-int64(tail))
+	if err == nil || n != tail {
+		t.Fatalf("read across the end of the file: %d bytes, %v; want %d and an error", n, err, tail)
+	}
+	if !bytes.Equal(got[:tail], fill[size-tail:]) || bytes.Count(got[tail:], []byte{0xee}) != tail {
+		t.Fatal("a read across the end of the file returned bytes beyond what it read")
 	}
 }
