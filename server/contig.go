@@ -1,7 +1,7 @@
 package server
 
 import (
-	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -119,8 +119,6 @@ func (p *contigBufs) put(b []byte) {
 	p.mu.Unlock()
 }
 
-var errNoHugePage = errors.New("huge page advice refused")
-
 // mapContig maps one 2 MiB aligned huge page, faults it in and cuts it
 // into buffers. It reserves twice the size and unmaps the unaligned ends,
 // since mmap aligns only to pages; MmapPtr keeps the reservation out of
@@ -141,7 +139,7 @@ func mapContig() ([][]byte, error) {
 	page := unsafe.Slice((*byte)(unsafe.Add(m, skip)), hugePage)
 	if err := unix.Madvise(page, unix.MADV_HUGEPAGE); err != nil {
 		_ = unix.MunmapPtr(unsafe.Pointer(&page[0]), hugePage)
-		return nil, errNoHugePage
+		return nil, fmt.Errorf("madvise huge page: %w", err)
 	}
 	// Fault the page in now, while no I/O waits: otherwise the first
 	// copy into a buffer, or the pinning in io_submit, takes the fault

@@ -67,8 +67,8 @@ type fileDevice struct {
 	// direct; 0: none.
 	directWritesFrom int
 	aio              *aioRing    // direct I/O through native AIO; nil: pread/pwrite
-	contig           *contigBufs // for large direct I/O; nil: none
 	aioErr           error       // why direct I/O has no AIO ring
+	contig           *contigBufs // for large direct I/O; nil: none
 	// raw reaches the buffered descriptor for reads from the page cache
 	// by raw system call (rawio.ReadCached); noCached is set once the
 	// file system refused them.
