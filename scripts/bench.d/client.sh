@@ -7,11 +7,17 @@
 # keel/nbdkit ratio (goals: 0.8 random read, 0.4 random write, 0.3
 # sequential write), the CPU time per operation of keel's processes
 # together, and the peak memory (VmHWM) of every keel process.
+# Each workload runs KEEL_BENCH_ROUNDS times (default 3), keel and nbdkit
+# alternating; the figures are the medians, the ratio is the ratio of the
+# medians, and the range is that of the ratios of the single rounds: one
+# run of either varies by a quarter on a shared machine.
 # KEEL_BENCH_TIME (default 20) is the length of each fio run in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 keel=${KEEL_BINARY:-bin/keel}
 t=${KEEL_BENCH_TIME:-20}
+rounds=${KEEL_BENCH_ROUNDS:-3}
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "client.sh: KEEL_BENCH_ROUNDS must be a whole number of at least 1, not '$rounds'" >&2; exit 2; }
 size=4G
 work=$(mktemp -d /var/tmp/keel-bench-client.XXXXXX)
 demo_pid= nbdkit_pid=
@@ -69,29 +75,35 @@ fio --name=fill --ioengine=nbd --uri="$peer_uri" --rw=write --bs=1m --iodepth=8 
 # write-back of a fill.
 sync
 
-# CPU per operation (all keel processes, from /proc/PID/stat around the
-# run) is steadier than the rates, which vary by a quarter between runs
-# on a shared machine.
-printf '%-26s %14s %14s %8s %6s %14s\n' "workload (${t}s, QD32)" keel nbdkit ratio goal "keel CPU/op"
+# CPU per operation (all keel processes, from /proc/PID/stat around its
+# runs) is steadier than the rates.
+printf '%-26s %14s %14s %8s %6s %14s %12s\n' "workload (${t}s, QD32)" keel nbdkit ratio goal "keel CPU/op" "ratio range"
 for w in "randread 4k 0.8 IOPS" "randwrite 4k 0.4 IOPS" "write 1m 0.3 MiB/s"; do
 	read -r rw bs goal unit <<<"$w"
-	# Each run starts with nothing dirty, so that none pays for the
-	# write-back of the run before it (the other system's, mostly).
-	sync
-	c0=$(cputicks)
-	kout=$(run "$keel_uri" "$rw" "$bs")
-	c1=$(cputicks)
-	sync
-	pout=$(run "$peer_uri" "$rw" "$bs")
-	read -r k kops <<<"$kout"
-	read -r p _ <<<"$pout"
+	ks=() ps=() kops=0 ticks=0
+	for _ in $(seq 1 "$rounds"); do
+		# Each run starts with nothing dirty, so that none pays for the
+		# write-back of the run before it (the other system's, mostly).
+		sync
+		c0=$(cputicks)
+		kout=$(run "$keel_uri" "$rw" "$bs")
+		c1=$(cputicks)
+		sync
+		pout=$(run "$peer_uri" "$rw" "$bs")
+		read -r k n <<<"$kout"
+		read -r p _ <<<"$pout"
+		ks+=("$k") ps+=("$p") kops=$((kops + n)) ticks=$((ticks + c1 - c0))
+	done
 	python3 -c '
-import os, sys
-rw, bs, unit, goal, k, p, kops, ticks = sys.argv[1:]
-k, p = float(k), float(p)
-r = k / p if p else 0
+import os, statistics, sys
+rw, bs, unit, goal, kops, ticks, ks, ps = sys.argv[1:]
+ks, ps = [float(x) for x in ks.split()], [float(x) for x in ps.split()]
+k, p = statistics.median(ks), statistics.median(ps)
+ratios = [a / b for a, b in zip(ks, ps) if b]
 us = int(ticks) * 1e6 / os.sysconf("SC_CLK_TCK") / max(int(kops), 1)
-print("%-26s %14s %14s %8.2f %6s %11.0f us" % (rw + " " + bs + " (" + unit + ")", "%.0f" % k, "%.0f" % p, r, goal, us))' "$rw" "$bs" "$unit" "$goal" "$k" "$p" "$kops" "$((c1 - c0))"
+print("%-26s %14s %14s %8.2f %6s %11.0f us %12s" % (rw + " " + bs + " (" + unit + ")", "%.0f" % k, "%.0f" % p,
+      k / p if p else 0, goal, us, "%.2f-%.2f" % (min(ratios), max(ratios)) if ratios else "-"))' \
+		"$rw" "$bs" "$unit" "$goal" "$kops" "$ticks" "${ks[*]}" "${ps[*]}"
 done
 
 echo "peak memory (VmHWM) of the keel processes:"
