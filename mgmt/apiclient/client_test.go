@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -85,5 +86,45 @@ func TestWriteNotRepeatedAfterBrokenConnection(t *testing.T) {
 	// A read is safe to repeat.
 	if _, err := c.Get(context.Background(), "VolumesList", nil, nil); err != nil || second.Load() != 1 {
 		t.Fatalf("read after a broken connection: %v (second node hits %d)", err, second.Load())
+	}
+}
+
+// Concurrent calls, as a storage server makes for each of its disks every
+// heartbeat, reuse their connections instead of opening new ones each
+// round.
+func TestConcurrentCallsReuseConnections(t *testing.T) {
+	var opened atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"generation":1,"data":{}}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := New(srv.URL, "tok")
+	const parallel, rounds = 6, 5
+	for range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, parallel)
+		for range parallel {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := c.Get(context.Background(), "DiskDescribe", nil, nil); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	if n := opened.Load(); n > parallel {
+		t.Fatalf("%d rounds of %d concurrent calls opened %d connections; at most %d needed", rounds, parallel, n, parallel)
 	}
 }
