@@ -44,7 +44,9 @@ func TestE2EServerKilledDuringFio(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	cmd := exec.CommandContext(ctx, fio, fioArgs(env["KEEL_NBD_URI"], "--size=96m")...)
+	// Writes at most 6,000 a second: at least four seconds of them, so
+	// that the kill lands among them however fast this machine is.
+	cmd := exec.CommandContext(ctx, fio, fioArgs(env["KEEL_NBD_URI"], "--size=96m", "--rate_iops=,6000")...)
 	cmd.WaitDelay = 5 * time.Second
 	out := make(chan []byte, 1)
 	errc := make(chan error, 1)
