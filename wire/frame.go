@@ -147,12 +147,22 @@ func (e *StatusError) Error() string { return e.Msg }
 
 // EncodeRequest appends the frame of r to b.
 func EncodeRequest(b []byte, r *Request) []byte {
+	return append(appendRequestHeader(b, r), r.payload()...)
+}
+
+// payload is the part of r's frame after its header.
+func (r *Request) payload() []byte {
+	if r.Op == OpWrite {
+		return r.Data
+	}
+	return nil
+}
+
+// appendRequestHeader appends the header of r's frame to b.
+func appendRequestHeader(b []byte, r *Request) []byte {
 	var h [requestHeader]byte
 	le := binary.LittleEndian
-	payload := 0
-	if r.Op == OpWrite {
-		payload = len(r.Data)
-	}
+	payload := len(r.payload())
 	le.PutUint32(h[0:], uint32(requestHeader-4+payload))
 	h[4] = byte(r.Op)
 	h[5] = r.Flags
@@ -167,11 +177,7 @@ func EncodeRequest(b []byte, r *Request) []byte {
 	le.PutUint64(h[60:], r.ParentVolume)
 	le.PutUint32(h[68:], r.ParentIndex)
 	le.PutUint64(h[72:], r.Fence)
-	b = append(b, h[:]...)
-	if payload > 0 {
-		b = append(b, r.Data...)
-	}
-	return b
+	return append(b, h[:]...)
 }
 
 // ReadRequest decodes one request frame from rd into r, reusing r.Data.

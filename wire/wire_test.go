@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"keel/internal/later"
 )
 
 // memHandler is a tiny in-memory disk: one byte slice per object.
@@ -354,9 +356,10 @@ func TestStartWait(t *testing.T) {
 	}
 }
 
-// Many senders of large frames at once: the batch writers on both sides
-// make senders wait while a megabyte is queued, and every frame still
-// arrives whole and in its own reply.
+// Many senders of large frames at once, mixed with small ones: the batch
+// writers on both sides make senders wait while a megabyte is queued,
+// large payloads go out from the senders' buffers and small ones copied,
+// and every frame still arrives whole and in its own reply.
 func TestLargeFramesFromManySenders(t *testing.T) {
 	h := &memHandler{objects: map[uint64][]byte{}}
 	addr := startServer(t, "unix", secret, h, func(p Peer, r *Request, resp *Response, alone bool) bool {
@@ -377,18 +380,20 @@ func TestLargeFramesFromManySenders(t *testing.T) {
 			defer wg.Done()
 			vol := uint64(100 + g)
 			data := bytes.Repeat([]byte{byte(g + 1)}, size)
+			sizes := []int{size, 4 << 10, zeroCopyMin, zeroCopyMin - 1, 100 << 10}
 			var resp Response
-			for i := range 4 {
+			for i := range 8 {
+				n := sizes[(g+i)%len(sizes)]
 				data[i] = byte(i)
-				if err := c.Do(context.Background(), &Request{Op: OpWrite, Volume: vol, Length: size, Data: data}, &resp); err != nil {
+				if err := c.Do(context.Background(), &Request{Op: OpWrite, Volume: vol, Length: uint32(n), Data: data[:n]}, &resp); err != nil {
 					errs <- err
 					return
 				}
-				if err := c.Do(context.Background(), &Request{Op: OpRead, Volume: vol, Length: size}, &resp); err != nil {
+				if err := c.Do(context.Background(), &Request{Op: OpRead, Volume: vol, Length: uint32(n)}, &resp); err != nil {
 					errs <- err
 					return
 				}
-				if !bytes.Equal(resp.Data, data) {
+				if !bytes.Equal(resp.Data, data[:n]) {
 					errs <- fmt.Errorf("sender %d round %d: read back other data", g, i)
 					return
 				}
@@ -399,5 +404,90 @@ func TestLargeFramesFromManySenders(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// lingeringConn is a connection whose Write, when the connection was
+// closed meanwhile, returns only after a while: a writev descheduled in
+// the middle of copying the senders' buffers.
+type lingeringConn struct {
+	net.Conn
+	closed atomic.Bool
+}
+
+func (c *lingeringConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.closed.Load() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return n, err
+}
+
+func (c *lingeringConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
+// A call that fails (here: times out while the server reads nothing) is
+// told so only when its frame is no longer being written, so that its
+// caller may reuse the payload's buffer at once: a large payload goes out
+// from that buffer, and a write still gathering it would send a torn
+// frame.
+func TestFailedCallLetsGoOfItsPayload(t *testing.T) {
+	h := blockingHandler{release: make(chan struct{})}
+	// The server's reader stops at the first request: the socket fills
+	// and the client's writer waits for room.
+	addr := startServer(t, "tcp", secret, h, func(Peer, *Request, *Response, bool) bool {
+		<-h.release
+		return false
+	})
+	defer close(h.release)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := clientHandshake(nc, secret, Peer{Role: "client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(&lingeringConn{Conn: nc}, peer)
+	defer c.Close()
+	const n = 8
+	errs := make(chan error, n)
+	for range n {
+		go startLargeWrite(c, errs)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// startLargeWrite sends a large write and reports to errs: nil when it
+// failed (or was not sent) and its frame was no longer being written.
+func startLargeWrite(c *Client, errs chan<- error) {
+	data := make([]byte, MaxIO)
+	var resp Response
+	err := c.StartFunc(200*time.Millisecond, &Request{Op: OpWrite, Volume: 1, Length: MaxIO, Data: data}, &resp, nil, func(err error, _ *later.Queue) {
+		// Told the result, the caller could reuse data at once.
+		c.out.mu.Lock()
+		writing := c.out.writing
+		c.out.mu.Unlock()
+		switch {
+		case !errors.Is(err, ErrClosed):
+			errs <- fmt.Errorf("write to a stalled server: %v, want ErrClosed", err)
+		case writing:
+			errs <- errors.New("a call failed while its connection was still being written")
+		default:
+			errs <- nil
+		}
+	})
+	switch {
+	case err == nil: // fn reports
+	case errors.Is(err, ErrClosed): // not sent: the connection had failed
+		errs <- nil
+	default:
+		errs <- err
 	}
 }
