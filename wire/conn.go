@@ -424,7 +424,7 @@ const (
 	maxBatch = 1 << 20
 	// zeroCopyMin is the smallest request payload sent from the sender's
 	// buffer rather than copied into the queue: copying a 1 MiB write
-	// into the queues of its three replicas was a quarter of the client's
+	// into the queues of its three replicas was a fifth of the client's
 	// CPU time per request. Smaller frames are cheaper copied, in one
 	// contiguous write.
 	zeroCopyMin = 32 << 10
