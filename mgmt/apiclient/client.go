@@ -71,10 +71,10 @@ func New(baseURLs, token string) *Client {
 
 // transport is shared by every Client of a process. It keeps more idle
 // connections per mgmt node than http.DefaultTransport's two: a storage
-// server polls and registers each of its disks at once, and a request
-// beyond the second found no idle connection left, so the demo's
-// processes opened about five new connections a second, leaving
-// hundreds in TIME-WAIT.
+// server polls and registers each of its disks at once; of each round's
+// connections only two were kept, the others closed after use and opened
+// anew the next round, so the demo's servers opened about five
+// connections a second, leaving hundreds in TIME-WAIT.
 var transport = func() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 32
