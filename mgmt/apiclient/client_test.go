@@ -105,7 +105,11 @@ func TestConcurrentCallsReuseConnections(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	c := New(srv.URL, "tok")
-	const parallel, rounds = 6, 5
+	// A connection goes back to the idle pool a moment after its reply was
+	// read, so a round may now and then dial one more than it needed:
+	// the bound leaves room for that. Keeping only two idle connections
+	// opened four new ones every round.
+	const parallel, rounds = 6, 10
 	for range rounds {
 		var wg sync.WaitGroup
 		errs := make(chan error, parallel)
@@ -124,7 +128,7 @@ func TestConcurrentCallsReuseConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := opened.Load(); n > parallel {
-		t.Fatalf("%d rounds of %d concurrent calls opened %d connections; at most %d needed", rounds, parallel, n, parallel)
+	if n := opened.Load(); n > 2*parallel {
+		t.Fatalf("%d rounds of %d concurrent calls opened %d connections; %d would do", rounds, parallel, n, parallel)
 	}
 }
