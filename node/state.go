@@ -13,8 +13,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver; pure Go, no cgo
+	"modernc.org/sqlite" // registers the "sqlite" driver; pure Go, no cgo
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // StateFile is the node's state database inside the state directory.
@@ -55,19 +57,24 @@ func OpenState(ctx context.Context, dir string) (*State, error) {
 // Close closes the database.
 func (s *State) Close() error { return s.DB.Close() }
 
+// busyWait is how long a statement waits for another process's lock
+// before it fails with SQLITE_BUSY.
+const busyWait = 10 * time.Second
+
 // OpenDB opens an SQLite database with keel's settings (WAL, a busy timeout
 // long enough for several processes, foreign keys, immediate write
 // transactions) and applies the numbered migrations in migrations
 // (files NNNN_name.sql in any directory of the FS). It is shared by the
-// node state and mgmt's replicated store.
+// node state and mgmt's Raft log.
 func OpenDB(ctx context.Context, file string, migrations fs.FS) (*sql.DB, error) {
-	dsn := "file:" + file + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
-		"&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate"
+	dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)"+
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate",
+		file, busyWait.Milliseconds())
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", file, err)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := setWAL(ctx, db); err != nil {
 		db.Close()
 		return nil, stateOpenError(file, err)
 	}
@@ -76,6 +83,40 @@ func OpenDB(ctx context.Context, file string, migrations fs.FS) (*sql.DB, error)
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return db, nil
+}
+
+// setWAL switches the database to WAL mode (a lasting property of the
+// file). The switch upgrades the pragma's own read lock to a write lock, and
+// SQLite refuses such an upgrade at once with SQLITE_BUSY, without the busy
+// timeout, while another connection holds a lock: two processes opening a
+// fresh database together meet exactly that. So it is retried here, for as
+// long as the busy timeout would have waited.
+func setWAL(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(busyWait)
+	delay := time.Millisecond
+	for {
+		var mode string
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		switch {
+		case err == nil && mode == "wal":
+			return nil
+		case err == nil:
+			return fmt.Errorf("journal mode stays %q, want wal", mode)
+		case !isBusy(err) || time.Now().After(deadline):
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+}
+
+func isBusy(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 func stateOpenError(file string, err error) error {
