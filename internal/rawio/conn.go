@@ -19,14 +19,47 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 )
 
 // Conn is a net.Conn whose Read, Write and WriteBuffers are raw system
 // calls.
+//
+// The function each call hands the poller is made once, in New, and works
+// on the Conn's own state for its direction: a closure made per call would
+// escape to the heap (the poller is behind an interface), with every
+// variable it shares, several allocations per system call on the data
+// path. A mutex per direction keeps concurrent callers apart, as the
+// poller's own lock would.
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
+
+	rmu sync.Mutex
+	r   readOp
+
+	wmu sync.Mutex
+	w   writeOp
+}
+
+// readOp is the state of the Read in progress.
+type readOp struct {
+	p     []byte
+	n     int
+	errno syscall.Errno
+	do    func(fd uintptr) bool
+}
+
+// writeOp is the state of the Write or WriteBuffers in progress: one of
+// p and bufs is set.
+type writeOp struct {
+	p     []byte
+	bufs  [][]byte
+	iov   []syscall.Iovec // kept between calls
+	done  int64
+	errno syscall.Errno
+	do    func(fd uintptr) bool
 }
 
 // New wraps c; a connection without a file descriptor is returned as it is.
@@ -39,7 +72,10 @@ func New(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &Conn{Conn: c, rc: rc}
+	k := &Conn{Conn: c, rc: rc}
+	k.r.do = k.r.read
+	k.w.do = k.w.write
+	return k
 }
 
 // Read reads up to len(p) bytes; io.EOF at the end of the stream.
@@ -47,16 +83,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			n, errno = read(fd, p)
-			if errno != syscall.EINTR {
-				return errno != syscall.EAGAIN
-			}
-		}
-	})
+	c.rmu.Lock()
+	c.r.p, c.r.n, c.r.errno = p, 0, 0
+	err := c.rc.Read(c.r.do)
+	n, errno := c.r.n, c.r.errno
+	c.r.p = nil
+	c.rmu.Unlock()
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -68,33 +100,24 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// read is the poller's function for Read: false asks it to wait for data.
+func (r *readOp) read(fd uintptr) bool {
+	for {
+		r.n, r.errno = read(fd, r.p)
+		if r.errno != syscall.EINTR {
+			return r.errno != syscall.EAGAIN
+		}
+	}
+}
+
 // Write writes all of p, waiting for room in the socket as needed.
 func (c *Conn) Write(p []byte) (int, error) {
-	done := 0
-	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for done < len(p) {
-			n, e := write(fd, p[done:])
-			switch e {
-			case 0:
-				done += n
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
-	if err == nil && errno != 0 {
-		err = os.NewSyscallError("write", errno)
-	}
-	if err != nil {
-		return done, c.opError("write", err)
-	}
-	return done, nil
+	c.wmu.Lock()
+	c.w.p = p
+	n, err := c.runWrite("write")
+	c.w.p = nil
+	c.wmu.Unlock()
+	return int(n), err
 }
 
 // maxIovecs is the most buffers one writev takes (the kernel's IOV_MAX).
@@ -104,57 +127,85 @@ const maxIovecs = 1024
 // calls as the socket allows. It consumes bufs: its slices are advanced
 // past what was written.
 func (c *Conn) WriteBuffers(bufs [][]byte) (int64, error) {
-	var total int64
-	iov := make([]syscall.Iovec, 0, min(len(bufs), maxIovecs))
-	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for len(bufs) > 0 {
-			iov = iov[:0]
-			for _, b := range bufs {
+	c.wmu.Lock()
+	c.w.bufs = bufs
+	n, err := c.runWrite("writev")
+	c.w.bufs = nil
+	clear(c.w.iov) // lets go of the buffers
+	c.wmu.Unlock()
+	return n, err
+}
+
+// runWrite runs the write set up in c.w; called with wmu held.
+func (c *Conn) runWrite(op string) (int64, error) {
+	c.w.done, c.w.errno = 0, 0
+	err := c.rc.Write(c.w.do)
+	if err == nil && c.w.errno != 0 {
+		err = os.NewSyscallError(op, c.w.errno)
+	}
+	if err != nil {
+		return c.w.done, c.opError(op, err)
+	}
+	return c.w.done, nil
+}
+
+// write is the poller's function for Write and WriteBuffers: it writes
+// until everything is written (true) or the socket is full (false: the
+// poller waits for room and calls again).
+func (w *writeOp) write(fd uintptr) bool {
+	for {
+		var n int
+		var e syscall.Errno
+		if w.bufs == nil {
+			if int(w.done) == len(w.p) {
+				return true
+			}
+			n, e = write(fd, w.p[w.done:])
+		} else {
+			w.iov = w.iov[:0]
+			for _, b := range w.bufs {
 				if len(b) == 0 {
 					continue
 				}
 				v := syscall.Iovec{Base: &b[0]}
 				v.SetLen(len(b))
-				iov = append(iov, v)
-				if len(iov) == maxIovecs {
+				w.iov = append(w.iov, v)
+				if len(w.iov) == maxIovecs {
 					break
 				}
 			}
-			if len(iov) == 0 {
-				bufs = nil
-				break
-			}
-			n, e := writev(fd, iov)
-			switch e {
-			case 0:
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
+			if len(w.iov) == 0 {
 				return true
 			}
-			total += int64(n)
-			for n > 0 || (len(bufs) > 0 && len(bufs[0]) == 0) {
-				k := min(n, len(bufs[0]))
-				bufs[0] = bufs[0][k:]
-				n -= k
-				if len(bufs[0]) == 0 {
-					bufs = bufs[1:]
-				}
-			}
+			n, e = writev(fd, w.iov)
 		}
-		return true
-	})
-	if err == nil && errno != 0 {
-		err = os.NewSyscallError("writev", errno)
+		switch e {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			w.errno = e
+			return true
+		}
+		w.done += int64(n)
+		if w.bufs != nil {
+			w.advance(n)
+		}
 	}
-	if err != nil {
-		return total, c.opError("writev", err)
+}
+
+// advance moves bufs past n written bytes and the empty buffers after.
+func (w *writeOp) advance(n int) {
+	for n > 0 || (len(w.bufs) > 0 && len(w.bufs[0]) == 0) {
+		k := min(n, len(w.bufs[0]))
+		w.bufs[0] = w.bufs[0][k:]
+		n -= k
+		if len(w.bufs[0]) == 0 {
+			w.bufs = w.bufs[1:]
+		}
 	}
-	return total, nil
 }
 
 // CloseRead shuts down the reading side, where the connection has one.

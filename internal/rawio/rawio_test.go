@@ -271,3 +271,33 @@ func TestWriteAt(t *testing.T) {
 		t.Fatalf("WriteAt on a read-only descriptor = %d, %v, %v; want EBADF", n, err, unsupported)
 	}
 }
+
+// TestNoAllocations: Read, Write and WriteBuffers run on the data path
+// for every request; none of them allocates.
+func TestNoAllocations(t *testing.T) {
+	c, peer := pair(t)
+	out := make([]byte, 4096)
+	in := make([]byte, 3*len(out))
+	bufs := make([][]byte, 2)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := c.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		bufs[0], bufs[1] = out, out
+		if _, err := c.WriteBuffers(bufs); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, in); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, in[:len(out)]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round, want 0", allocs)
+	}
+}
