@@ -35,8 +35,10 @@ type Client struct {
 	// pending counts the calls waiting for their replies.
 	pending atomic.Int32
 	// flushLater is set while a reader's later.Queue holds a flush of
-	// requests queued by StartFunc.
+	// requests queued by StartFunc; flushFn is flushQueued, bound once
+	// (a method value made per call would be allocated).
 	flushLater atomic.Bool
+	flushFn    func()
 }
 
 type call struct {
@@ -102,6 +104,7 @@ func newClient(conn net.Conn, peer Peer) *Client {
 	c.out.conn = conn
 	c.out.failed = func(err error) { c.shut(fmt.Errorf("%w: %v", ErrClosed, err)) }
 	c.out.busy = func() bool { return c.pending.Load() > 1 }
+	c.flushFn = c.flushQueued
 	go c.readLoop()
 	sweeper.add(c)
 	return c
@@ -235,7 +238,7 @@ func (c *Client) StartFunc(timeout time.Duration, req *Request, resp *Response, 
 	}
 	c.out.queue(req)
 	if !c.flushLater.Swap(true) {
-		q.Add(c.flushQueued)
+		q.Add(c.flushFn)
 	}
 	return nil
 }

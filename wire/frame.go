@@ -183,14 +183,36 @@ func appendRequestHeader(b []byte, r *Request) []byte {
 // ReadRequest decodes one request frame from rd into r, reusing r.Data.
 // Any inconsistency is ErrFrame.
 func ReadRequest(rd *bufio.Reader, r *Request) error {
-	var h [requestHeader]byte
-	if _, err := io.ReadFull(rd, h[:]); err != nil {
+	// The header is decoded where it lies in rd's buffer: a buffer of
+	// our own would escape to the heap through the io.Reader it is read
+	// with, an allocation per request.
+	h, err := peek(rd, requestHeader)
+	if err != nil {
 		return err
 	}
-	return decodeRequest(h[:], rd, r)
+	err = decodeRequest(h, r)
+	rd.Discard(requestHeader)
+	if err != nil || len(r.Data) == 0 {
+		return err
+	}
+	_, err = io.ReadFull(rd, r.Data)
+	return err
 }
 
-func decodeRequest(h []byte, rd io.Reader, r *Request) error {
+// peek returns rd's next n bytes without consuming them, failing as
+// io.ReadFull would: io.EOF when the stream ended before them, else
+// io.ErrUnexpectedEOF when it ended inside them.
+func peek(rd *bufio.Reader, n int) ([]byte, error) {
+	h, err := rd.Peek(n)
+	if err == io.EOF && len(h) > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return h, err
+}
+
+// decodeRequest decodes the header h into r and sizes r.Data for the
+// payload that follows it.
+func decodeRequest(h []byte, r *Request) error {
 	le := binary.LittleEndian
 	n := le.Uint32(h[0:])
 	*r = Request{Data: r.Data[:0],
@@ -217,9 +239,6 @@ func decodeRequest(h []byte, rd io.Reader, r *Request) error {
 			r.Data = make([]byte, want, max(want, 64<<10))
 		}
 		r.Data = r.Data[:want]
-		if _, err := io.ReadFull(rd, r.Data); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -235,13 +254,21 @@ func EncodeResponse(b []byte, r *Response) []byte {
 	return append(append(b, h[:]...), r.Data...)
 }
 
-// readResponseHeader decodes a response header; the payload length
-// follows.
-func readResponseHeader(rd io.Reader, r *Response) (int, error) {
-	var h [responseHeader]byte
-	if _, err := io.ReadFull(rd, h[:]); err != nil {
+// readResponseHeader reads a response header (decoded in rd's buffer, as
+// ReadRequest does); the payload length follows.
+func readResponseHeader(rd *bufio.Reader, r *Response) (int, error) {
+	h, err := peek(rd, responseHeader)
+	if err != nil {
 		return 0, err
 	}
+	n, err := decodeResponseHeader(h, r)
+	rd.Discard(responseHeader)
+	return n, err
+}
+
+// decodeResponseHeader decodes the header h into r and returns the length
+// of the payload that follows it.
+func decodeResponseHeader(h []byte, r *Response) (int, error) {
 	le := binary.LittleEndian
 	n := int64(le.Uint32(h[0:])) - (responseHeader - 4)
 	r.Status, r.ID, r.Version = Status(h[4]), le.Uint64(h[8:]), le.Uint64(h[16:])
@@ -253,7 +280,11 @@ func readResponseHeader(rd io.Reader, r *Response) (int, error) {
 
 // ReadResponse decodes one response frame, reusing r.Data.
 func ReadResponse(rd io.Reader, r *Response) error {
-	n, err := readResponseHeader(rd, r)
+	var h [responseHeader]byte
+	if _, err := io.ReadFull(rd, h[:]); err != nil {
+		return err
+	}
+	n, err := decodeResponseHeader(h[:], r)
 	if err != nil {
 		return err
 	}

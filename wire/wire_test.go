@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -489,5 +490,38 @@ func startLargeWrite(c *Client, errs chan<- error) {
 		errs <- nil
 	default:
 		errs <- err
+	}
+}
+
+// TestReadingFramesDoesNotAllocate: the readers of requests (server) and
+// responses (client) decode headers without allocating, once the payload
+// buffers are big enough.
+func TestReadingFramesDoesNotAllocate(t *testing.T) {
+	var b []byte
+	b = EncodeRequest(b, &Request{Op: OpRead, ID: 1, Length: 4096})
+	b = EncodeRequest(b, &Request{Op: OpWrite, ID: 2, Length: 4, Data: []byte("abcd")})
+	b = EncodeResponse(b, &Response{ID: 1, Data: make([]byte, 4096)})
+	src := bytes.NewReader(b)
+	br := bufio.NewReaderSize(src, 64<<10)
+	req := Request{Data: make([]byte, 0, 4096)}
+	resp := Response{Data: make([]byte, 0, 4096)}
+	allocs := testing.AllocsPerRun(100, func() {
+		src.Reset(b)
+		br.Reset(src)
+		for range 2 {
+			if err := ReadRequest(br, &req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := readResponseHeader(br, &resp)
+		if err != nil || n != 4096 {
+			t.Fatal(n, err)
+		}
+		if _, err := io.ReadFull(br, resp.Data[:n]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round, want 0", allocs)
 	}
 }
