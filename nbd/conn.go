@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sync/semaphore"
 
@@ -51,11 +52,14 @@ type conn struct {
 	wmu     sync.Mutex
 	queue   []outReply
 	spare   []outReply
+	bufs    [][]byte // the writer's; kept between writes
 	writing bool
 	werr    error // first write error; later replies are dropped
 	// flushLater is set while a reader's later.Queue holds a write of
-	// the queued replies (sendTo).
+	// the queued replies (sendTo); flushFn is flushReplies, bound once
+	// (a method value made per call would be allocated).
 	flushLater bool
+	flushFn    func()
 
 	// later is the reader's put-off work (an AsyncReader's requests to
 	// its servers), run before each read of the socket.
@@ -74,6 +78,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		budget: semaphore.NewWeighted(inFlightBudget),
 	}
 	c.br = bufio.NewReaderSize(later.Reader{R: nc, Before: c.later.Run}, 64<<10)
+	c.flushFn = c.flushReplies
 	return c
 }
 
@@ -238,7 +243,8 @@ func (c *conn) replyDone(q *later.Queue, req request, err error) {
 		c.replyErrorTo(q, req, c.cause(err))
 		return
 	}
-	c.sendTo(q, nil, appendSimpleReply(nil, 0, req.handle))
+	var h [maxHead]byte
+	c.sendTo(q, nil, appendSimpleReply(h[:0], 0, req.handle), nil)
 }
 
 // cause is the error to report for a failed backend call: the export's
@@ -327,18 +333,45 @@ func (c *conn) startRead(ar AsyncReader, req request, weight int64) bool {
 	if c.check(req) != nil {
 		return false
 	}
-	buf := getBuf(int(req.length))
-	c.inflight.Add(1)
-	ok := ar.StartRead(c.ctx, buf, int64(req.offset), &c.later, func(err error, q *later.Queue) {
-		c.readDone(q, req, buf, err)
-		c.budget.Release(weight)
-		c.inflight.Done()
-	})
-	if !ok {
-		c.inflight.Done()
-		putBuf(buf)
+	op := readOps.Get().(*readOp)
+	if op.done == nil {
+		op.done = op.finish
 	}
-	return ok
+	op.c, op.req, op.buf, op.weight = c, req, getBuf(int(req.length)), weight
+	c.inflight.Add(1)
+	if ar.StartRead(c.ctx, op.buf, int64(req.offset), &c.later, op.done) {
+		return true
+	}
+	c.inflight.Done()
+	putBuf(op.buf)
+	op.put()
+	return false
+}
+
+// readOp is a READ started on an AsyncReader. They are pooled, each with
+// its done function made once: a closure per read would be allocated.
+type readOp struct {
+	c      *conn
+	req    request
+	buf    []byte
+	weight int64
+	done   func(err error, q *later.Queue) // finish, bound
+}
+
+var readOps = sync.Pool{New: func() any { return new(readOp) }}
+
+// finish answers the read; the backend calls it once, through done.
+func (op *readOp) finish(err error, q *later.Queue) {
+	c, req, buf, weight := op.c, op.req, op.buf, op.weight
+	op.put()
+	c.readDone(q, req, buf, err)
+	c.budget.Release(weight)
+	c.inflight.Done()
+}
+
+func (op *readOp) put() {
+	op.c, op.buf = nil, nil
+	readOps.Put(op)
 }
 
 // startWrite offers a WRITE, its payload read, to an AsyncWriter backend
@@ -371,18 +404,19 @@ func (c *conn) readDone(q *later.Queue, req request, buf []byte, err error) {
 		c.replyErrorTo(q, req, c.cause(err))
 		return
 	}
+	var hb [maxHead]byte
 	if !c.structured {
-		c.sendTo(q, buf, appendSimpleReply(nil, 0, req.handle), buf)
+		c.sendTo(q, buf, appendSimpleReply(hb[:0], 0, req.handle), buf)
 		return
 	}
 	if allZero(buf) {
 		putBuf(buf)
-		h := appendStructReply(nil, replyFlagDone, replyTypeOffsetHole, req.handle, 12)
+		h := appendStructReply(hb[:0], replyFlagDone, replyTypeOffsetHole, req.handle, 12)
 		h = binary.BigEndian.AppendUint64(h, req.offset)
-		c.sendTo(q, nil, binary.BigEndian.AppendUint32(h, req.length))
+		c.sendTo(q, nil, binary.BigEndian.AppendUint32(h, req.length), nil)
 		return
 	}
-	h := appendStructReply(nil, replyFlagDone, replyTypeOffsetData, req.handle, 8+req.length)
+	h := appendStructReply(hb[:0], replyFlagDone, replyTypeOffsetData, req.handle, 8+req.length)
 	c.sendTo(q, buf, binary.BigEndian.AppendUint64(h, req.offset), buf)
 }
 
@@ -422,8 +456,8 @@ func (c *conn) blockStatus(req request) {
 		c.replyError(req, fmt.Errorf("block status %d+%d: backend described nothing: %w", req.offset, req.length, ErrInvalid))
 		return
 	}
-	h := appendStructReply(nil, replyFlagDone, replyTypeBlockStatus, req.handle, uint32(len(p)))
-	c.send(nil, h, p)
+	var hb [maxHead]byte
+	c.sendTo(nil, nil, appendStructReply(hb[:0], replyFlagDone, replyTypeBlockStatus, req.handle, uint32(len(p))), p)
 }
 
 // replyError answers req with an error: a structured ERROR chunk carrying
@@ -437,41 +471,51 @@ func (c *conn) replyError(req request, err error) {
 func (c *conn) replyErrorTo(q *later.Queue, req request, err error) {
 	errno := errnoOf(err)
 	c.log.Debug("nbd: request failed", "cmd", req.typ, "offset", req.offset, "length", req.length, "errno", errno, "err", err)
+	var hb [maxHead]byte
 	if !c.structured {
-		c.sendTo(q, nil, appendSimpleReply(nil, errno, req.handle))
+		c.sendTo(q, nil, appendSimpleReply(hb[:0], errno, req.handle), nil)
 		return
 	}
 	msg := err.Error()
 	if len(msg) > maxStringLen {
 		msg = msg[:maxStringLen]
 	}
-	h := appendStructReply(nil, replyFlagDone, replyTypeError, req.handle, uint32(6+len(msg)))
+	h := appendStructReply(hb[:0], replyFlagDone, replyTypeError, req.handle, uint32(6+len(msg)))
 	h = binary.BigEndian.AppendUint32(h, errno)
 	h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
-	c.sendTo(q, nil, append(h, msg...))
+	c.sendTo(q, nil, h, []byte(msg))
 }
 
-// outReply is one queued reply: its parts, and a pooled buffer to return
-// once they are written.
+// maxHead is the longest reply header: a structured reply's chunk header
+// and the 12 bytes of an OFFSET_HOLE chunk.
+const maxHead = 32
+
+// outReply is one queued reply: its header (a copy, so that senders can
+// build it on their stack), its data, and a pooled buffer to return once
+// they are written.
 type outReply struct {
-	parts   [][]byte
+	head    [maxHead]byte
+	headLen int
+	data    []byte
 	release []byte
 }
 
-// send queues one whole reply. It returns at once when another goroutine
-// is writing (that one writes this reply too); release, if not nil, goes
-// back to the buffer pool once written. After a write error the
-// connection is closed, which also ends the reader.
-func (c *conn) send(release []byte, parts ...[]byte) {
-	c.sendTo(nil, release, parts...)
-}
-
-// sendTo is send, except that with q set the reply is only queued and
-// written when q runs (together with the replies queued meanwhile), unless
-// a writer busy meanwhile takes it first.
-func (c *conn) sendTo(q *later.Queue, release []byte, parts ...[]byte) {
+// sendTo queues one whole reply: head (at most maxHead bytes, copied)
+// followed by data. Without q it is written at once, unless another
+// goroutine is writing (that one writes this reply too, and sendTo returns
+// at once). With q set the reply is only queued and written when q runs,
+// together with the replies queued meanwhile, unless a writer busy
+// meanwhile takes it first. release, if not nil, goes back to the buffer
+// pool once written. After a write error the connection is closed, which
+// also ends the reader.
+func (c *conn) sendTo(q *later.Queue, release, head, data []byte) {
+	if len(head) > maxHead {
+		panic("nbd: reply header longer than maxHead")
+	}
 	c.wmu.Lock()
-	c.queue = append(c.queue, outReply{parts: parts, release: release})
+	c.queue = append(c.queue, outReply{data: data, release: release})
+	r := &c.queue[len(c.queue)-1]
+	r.headLen = copy(r.head[:], head)
 	if c.writing {
 		c.wmu.Unlock()
 		return
@@ -479,7 +523,7 @@ func (c *conn) sendTo(q *later.Queue, release []byte, parts ...[]byte) {
 	if q != nil {
 		if !c.flushLater {
 			c.flushLater = true
-			q.Add(c.flushReplies)
+			q.Add(c.flushFn)
 		}
 		c.wmu.Unlock()
 		return
@@ -508,9 +552,13 @@ func (c *conn) writeQueue() {
 		q := c.queue
 		c.queue = c.spare[:0]
 		c.wmu.Unlock()
-		var bufs [][]byte
-		for _, r := range q {
-			bufs = append(bufs, r.parts...)
+		bufs := c.bufs[:0]
+		for i := range q {
+			r := &q[i]
+			bufs = append(bufs, r.head[:r.headLen])
+			if len(r.data) > 0 {
+				bufs = append(bufs, r.data)
+			}
 		}
 		if c.werr == nil {
 			if _, err := rawio.WriteBuffers(c.nc, bufs); err != nil {
@@ -518,9 +566,11 @@ func (c *conn) writeQueue() {
 				c.nc.Close()
 			}
 		}
-		for i, r := range q {
-			if r.release != nil {
-				putBuf(r.release)
+		clear(bufs)
+		c.bufs = bufs[:0]
+		for i := range q {
+			if q[i].release != nil {
+				putBuf(q[i].release)
 			}
 			q[i] = outReply{}
 		}
@@ -569,18 +619,19 @@ func getBuf(n int) []byte {
 	if c >= len(bufPools) {
 		return make([]byte, n)
 	}
-	if p, ok := bufPools[c].Get().(*[]byte); ok {
-		return (*p)[:n]
+	if p, ok := bufPools[c].Get().(*byte); ok {
+		return unsafe.Slice(p, 1<<(minBufShift+c))[:n]
 	}
 	return make([]byte, n, 1<<(minBufShift+c))
 }
 
-// putBuf returns a buffer from getBuf.
+// putBuf returns a buffer from getBuf. The pools hold a pointer to the
+// first byte (a buffer's capacity is its class's size): a pointer goes
+// into an interface without an allocation, a slice would not.
 func putBuf(b []byte) {
 	c := bufClass(cap(b))
 	if c >= len(bufPools) || cap(b) != 1<<(minBufShift+c) {
 		return
 	}
-	b = b[:cap(b)]
-	bufPools[c].Put(&b)
+	bufPools[c].Put(unsafe.SliceData(b))
 }
