@@ -63,13 +63,30 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	})
 }
 
-// asyncRead is the state of one read StartRead started.
+// asyncRead is the state of one read StartRead started. They are pooled,
+// each with its reply function made once: a closure per read would be
+// allocated.
 type asyncRead struct {
 	req  wire.Request
 	resp wire.Response
+
+	v      *Volume
+	ctx    context.Context
+	p      []byte
+	e      extent
+	disk   uint32 // the replica asked
+	single bool   // the volume has one layer
+	done   func(error, *later.Queue)
+	fn     func(error, *later.Queue) // finish, bound
 }
 
 var asyncReads = sync.Pool{New: func() any { return new(asyncRead) }}
+
+func (a *asyncRead) put() {
+	a.v, a.ctx, a.p, a.done = nil, nil, nil, nil
+	a.resp.Data = nil
+	asyncReads.Put(a)
+}
 
 // StartRead implements nbd.AsyncReader: the common read, of one object
 // from the volume's own layer on a live connection to its first up
@@ -89,60 +106,66 @@ func (v *Volume) StartRead(ctx context.Context, p []byte, off int64, q *later.Qu
 		return false
 	}
 	e := extent{index: uint32(idx), offset: uint64(in), length: len(p)}
-	reps, err := v.upReplicas(ctx, e.index)
+	r, err := v.firstUp(ctx, e.index)
 	if err != nil {
 		v.gate.RUnlock()
 		return false
 	}
-	r := reps[0]
 	c := v.pool.live(r.addr)
 	if c == nil {
 		v.gate.RUnlock()
 		return false
 	}
 	a := asyncReads.Get().(*asyncRead)
+	if a.fn == nil {
+		a.fn = a.finish
+	}
 	a.req = wire.Request{Op: wire.OpRead, Disk: r.disk, Volume: l.Layers[0], Index: e.index, Offset: e.offset, Length: uint32(len(p))}
 	a.resp = wire.Response{Data: p[:0:len(p)]}
-	single := len(l.Layers) == 1
-	err = c.StartFunc(v.timeout, &a.req, &a.resp, q, func(err error, q *later.Queue) {
-		n := len(a.resp.Data)
-		same := n > 0 && &a.resp.Data[0] == &p[0]
-		asyncReads.Put(a)
-		notFound := statusOf(err) == wire.StatusNotFound
-		switch {
-		case err == nil && n == len(p) && same:
-			v.gate.RUnlock()
-			done(nil, q)
-			return
-		case notFound && single:
-			clear(p)
-			v.gate.RUnlock()
-			done(nil, q)
-			return
-		case err == nil:
-			err = fmt.Errorf("read returned %d bytes, want %d", n, len(p))
-		}
-		// Another layer to look in, or other replicas to try: the
-		// ordinary path settles it on a goroutine of its own.
-		go func() {
-			if notFound || retryable(ctx, err) {
-				// (a broken connection: the ordinary path redials)
-				err = v.readExtent(ctx, e, p)
-			} else {
-				err = v.readExtentAfter(ctx, e, p, r.disk, err)
-			}
-			v.gate.RUnlock()
-			done(err, nil)
-		}()
-	})
-	if err != nil {
-		asyncReads.Put(a)
+	a.v, a.ctx, a.p, a.e, a.disk, a.single, a.done = v, ctx, p, e, r.disk, len(l.Layers) == 1, done
+	if err := c.StartFunc(v.timeout, &a.req, &a.resp, q, a.fn); err != nil {
+		a.put()
 		v.gate.RUnlock()
 		return false
 	}
 	v.stats.ReadOps.Add(1)
 	v.stats.ReadBytes.Add(int64(len(p)))
 	return true
+}
+
+// finish settles a read StartRead started, given the replica's answer.
+func (a *asyncRead) finish(err error, q *later.Queue) {
+	v, ctx, p, e, disk, done := a.v, a.ctx, a.p, a.e, a.disk, a.done
+	n := len(a.resp.Data)
+	same := n > 0 && &a.resp.Data[0] == &p[0]
+	notFound := statusOf(err) == wire.StatusNotFound
+	single := a.single
+	a.put()
+	switch {
+	case err == nil && n == len(p) && same:
+		v.gate.RUnlock()
+		done(nil, q)
+		return
+	case notFound && single:
+		clear(p)
+		v.gate.RUnlock()
+		done(nil, q)
+		return
+	case err == nil:
+		err = fmt.Errorf("read returned %d bytes, want %d", n, len(p))
+	}
+	// Another layer to look in, or other replicas to try: the ordinary
+	// path settles it on a goroutine of its own.
+	go func() {
+		if notFound || retryable(ctx, err) {
+			// (a broken connection: the ordinary path redials)
+			err = v.readExtent(ctx, e, p)
+		} else {
+			err = v.readExtentAfter(ctx, e, p, disk, err)
+		}
+		v.gate.RUnlock()
+		done(err, nil)
+	}()
 }
 
 // asyncWrite is the state of one write StartWrite started.

@@ -165,6 +165,29 @@ func (v *Volume) upReplicas(ctx context.Context, index uint32) ([]replica, error
 	return v.replicas(ctx, index, false)
 }
 
+// firstUp returns the first of upReplicas, without building the
+// list: the common read asks one replica only.
+func (v *Volume) firstUp(ctx context.Context, index uint32) (replica, error) {
+	set := v.diskSet(index)
+	for i := len(set) - 1; i >= 0; i-- {
+		d := set[i]
+		v.mu.Lock()
+		down := v.down[d]
+		v.mu.Unlock()
+		if down {
+			continue
+		}
+		addr, access, err := v.cluster.DiskAccess(ctx, d)
+		if err != nil {
+			return replica{}, err
+		}
+		if access == DiskUp {
+			return replica{disk: d, addr: addr}, nil
+		}
+	}
+	return replica{}, fmt.Errorf("volume %s object %d: %w: no disk of set %v is up", v.layout.Name, index, ErrNoReplica, set)
+}
+
 // writeReplicas returns the disks of object index's set that writes must
 // reach: the up ones and the recovering ones.
 func (v *Volume) writeReplicas(ctx context.Context, index uint32) ([]replica, error) {
