@@ -209,10 +209,12 @@ func (d *fileDevice) ReadAt(b []byte, off int64) (int, error) {
 func (d *fileDevice) WriteAt(b []byte, off int64) (int, error) {
 	if !d.writeDirect(b, off) {
 		if d.raw != nil && len(b) <= rawWriteMax && !d.noRawWrite.Load() {
-			var n int
-			var err error
-			var unsupported bool
-			if cerr := d.raw.Control(func(fd uintptr) { n, err, unsupported = rawio.WriteAt(fd, b, off) }); cerr != nil {
+			r := rawCalls.Get().(*rawCall)
+			r.b, r.off = b, off
+			cerr := d.raw.Control(r.write)
+			n, err, unsupported := r.n, r.err, r.unsupported
+			r.put()
+			if cerr != nil {
 				return 0, cerr
 			}
 			if unsupported {
@@ -257,15 +259,44 @@ func (d *fileDevice) readCached(b []byte, off int64) int {
 	if d.raw == nil || d.noCached.Load() {
 		return 0
 	}
-	var n int
-	var unsupported bool
-	if d.raw.Control(func(fd uintptr) { n, unsupported = rawio.ReadCached(fd, b, off) }) != nil {
+	r := rawCalls.Get().(*rawCall)
+	r.b, r.off = b, off
+	err := d.raw.Control(r.read)
+	n, unsupported := r.n, r.unsupported
+	r.put()
+	if err != nil {
 		return 0
 	}
 	if unsupported {
 		d.noCached.Store(true)
 	}
 	return n
+}
+
+// rawCall is the state of one raw read (readCached) or write (WriteAt)
+// on the buffered descriptor. They are pooled with their functions for
+// Control bound once: a closure per call would be allocated, with the
+// variables it sets.
+type rawCall struct {
+	b           []byte
+	off         int64
+	n           int
+	err         error
+	unsupported bool
+
+	read, write func(fd uintptr)
+}
+
+var rawCalls = sync.Pool{New: func() any {
+	r := new(rawCall)
+	r.read = func(fd uintptr) { r.n, r.unsupported = rawio.ReadCached(fd, r.b, r.off) }
+	r.write = func(fd uintptr) { r.n, r.err, r.unsupported = rawio.WriteAt(fd, r.b, r.off) }
+	return r
+}}
+
+func (r *rawCall) put() {
+	r.b, r.err = nil, nil
+	rawCalls.Put(r)
 }
 
 // contigFor returns a contiguous buffer (see contigBufs) for a direct
