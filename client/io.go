@@ -138,14 +138,15 @@ func (a *asyncRead) finish(err error, q *later.Queue) {
 	v, ctx, p, e, disk, done := a.v, a.ctx, a.p, a.e, a.disk, a.done
 	n := len(a.resp.Data)
 	same := n > 0 && &a.resp.Data[0] == &p[0]
-	notFound := statusOf(err) == wire.StatusNotFound
 	single := a.single
 	a.put()
-	switch {
-	case err == nil && n == len(p) && same:
+	if err == nil && n == len(p) && same {
 		v.gate.RUnlock()
 		done(nil, q)
 		return
+	}
+	notFound := err != nil && statusOf(err) == wire.StatusNotFound
+	switch {
 	case notFound && single:
 		clear(p)
 		v.gate.RUnlock()
@@ -156,25 +157,104 @@ func (a *asyncRead) finish(err error, q *later.Queue) {
 	}
 	// Another layer to look in, or other replicas to try: the ordinary
 	// path settles it on a goroutine of its own.
-	go func() {
-		if notFound || retryable(ctx, err) {
-			// (a broken connection: the ordinary path redials)
-			err = v.readExtent(ctx, e, p)
-		} else {
-			err = v.readExtentAfter(ctx, e, p, disk, err)
-		}
-		v.gate.RUnlock()
-		done(err, nil)
-	}()
+	go v.finishRead(ctx, e, p, disk, notFound, err, done)
 }
 
-// asyncWrite is the state of one write StartWrite started.
+// finishRead settles a started read the replica did not: notFound (look
+// in the other layers) or failed with err.
+func (v *Volume) finishRead(ctx context.Context, e extent, p []byte, disk uint32, notFound bool, err error, done func(error, *later.Queue)) {
+	if notFound || retryable(ctx, err) {
+		// (a broken connection: the ordinary path redials)
+		err = v.readExtent(ctx, e, p)
+	} else {
+		err = v.readExtentAfter(ctx, e, p, disk, err)
+	}
+	v.gate.RUnlock()
+	done(err, nil)
+}
+
+// asyncWrite is the state of one write StartWrite started. They are
+// pooled, each with its replicas' reply functions made once: closures per
+// write would be allocated. One goes back to the pool when the write is
+// settled; by then no call holds its requests or responses.
 type asyncWrite struct {
 	reps  [maxAsyncReplicas]replica
 	errs  [maxAsyncReplicas]error
 	reqs  [maxAsyncReplicas]wire.Request
 	resps [maxAsyncReplicas]wire.Response
 	left  atomic.Int32
+
+	v       *Volume
+	ctx     context.Context
+	p       []byte
+	e       extent
+	n       int // replicas
+	version uint64
+	done    func(error, *later.Queue)
+	fns     [maxAsyncReplicas]func(error, *later.Queue) // replicaDone(i), bound
+}
+
+var asyncWrites = sync.Pool{New: func() any { return new(asyncWrite) }}
+
+func getAsyncWrite() *asyncWrite {
+	a := asyncWrites.Get().(*asyncWrite)
+	if a.fns[0] == nil {
+		for i := range a.fns {
+			a.fns[i] = func(err error, q *later.Queue) { a.replicaDone(i, err, q) }
+		}
+	}
+	return a
+}
+
+func (a *asyncWrite) put() {
+	a.v, a.ctx, a.p, a.done = nil, nil, nil, nil
+	clear(a.errs[:])
+	for i := range a.reqs {
+		a.reqs[i] = wire.Request{}
+		a.resps[i].Data = a.resps[i].Data[:0]
+	}
+	asyncWrites.Put(a)
+}
+
+// replicaDone takes replica i's answer; the last one settles the write.
+func (a *asyncWrite) replicaDone(i int, err error, q *later.Queue) {
+	a.errs[i] = err
+	if a.left.Add(-1) == 0 {
+		a.finish(q)
+	}
+}
+
+// finish completes the write once every replica answered: at once when
+// all acknowledged, else on a goroutine through the ordinary path.
+func (a *asyncWrite) finish(q *later.Queue) {
+	v, reps := a.v, a.reps[:a.n]
+	for _, err := range a.errs[:a.n] {
+		if err != nil {
+			go a.settle()
+			return
+		}
+	}
+	v.mu.Lock()
+	for _, r := range reps {
+		v.dirty[r.disk] = struct{}{}
+	}
+	v.mu.Unlock()
+	done := a.done
+	a.put()
+	v.gate.RUnlock()
+	done(nil, q)
+}
+
+// settle hands a write some replica did not acknowledge to the ordinary
+// path: resend where that can help, mark a silent replica down.
+func (a *asyncWrite) settle() {
+	v, ctx, e, reps, errs := a.v, a.ctx, a.e, a.reps[:a.n], a.errs[:a.n]
+	v.remutate(ctx, reps, errs, wire.OpWrite, e, a.p, false, a.version)
+	err := v.settle(ctx, wire.OpWrite, e, reps, errs)
+	done := a.done
+	a.put()
+	v.gate.RUnlock()
+	done(err, nil)
 }
 
 // maxAsyncReplicas bounds the replicas of a write StartWrite takes.
@@ -206,61 +286,31 @@ func (v *Volume) StartWrite(ctx context.Context, p []byte, off int64, fua bool, 
 		return false
 	}
 	e := extent{index: uint32(idx), offset: uint64(in), length: len(p)}
-	reps, err := v.writeReplicas(ctx, e.index)
+	a := getAsyncWrite()
+	reps, err := v.appendReplicas(ctx, a.reps[:0], e.index, true)
 	if err != nil || len(reps) > maxAsyncReplicas {
+		a.put()
 		v.gate.RUnlock()
 		return false
 	}
 	var conns [maxAsyncReplicas]*wire.Client
 	for i, r := range reps {
 		if conns[i] = v.pool.live(r.addr); conns[i] == nil {
+			a.put()
 			v.gate.RUnlock()
 			return false
 		}
 	}
 	v.stats.WriteOps.Add(1)
 	v.stats.WriteBytes.Add(int64(len(p)))
-	a := &asyncWrite{}
-	n := len(reps)
-	copy(a.reps[:], reps)
-	a.left.Store(int32(n))
-	version := v.nextVersion()
-	finish := func(q *later.Queue) {
-		reps, errs := a.reps[:n], a.errs[:n]
-		for _, err := range errs {
-			if err != nil {
-				go func() {
-					v.remutate(ctx, reps, errs, wire.OpWrite, e, p, false, version)
-					err := v.settle(ctx, wire.OpWrite, e, reps, errs)
-					v.gate.RUnlock()
-					done(err, nil)
-				}()
-				return
-			}
-		}
-		v.mu.Lock()
-		for _, r := range reps {
-			v.dirty[r.disk] = struct{}{}
-		}
-		v.mu.Unlock()
-		v.gate.RUnlock()
-		done(nil, q)
-	}
-	for i, r := range reps {
-		a.reqs[i] = v.mutation(r, wire.OpWrite, e, p, false, version)
-		err := conns[i].StartFunc(v.timeout, &a.reqs[i], &a.resps[i], q, func(err error, q *later.Queue) {
-			a.errs[i] = err
-			if a.left.Add(-1) == 0 {
-				finish(q)
-			}
-		})
-		if err != nil {
+	a.v, a.ctx, a.p, a.e, a.n, a.version, a.done = v, ctx, p, e, len(reps), v.nextVersion(), done
+	a.left.Store(int32(a.n))
+	for i := range a.n {
+		a.reqs[i] = v.mutation(a.reps[i], wire.OpWrite, e, p, false, a.version)
+		if err := conns[i].StartFunc(v.timeout, &a.reqs[i], &a.resps[i], q, a.fns[i]); err != nil {
 			// Not sent (the connection just failed): the ordinary path
 			// retries it on a fresh one.
-			a.errs[i] = fmt.Errorf("%w: %v", wire.ErrClosed, err)
-			if a.left.Add(-1) == 0 {
-				finish(nil)
-			}
+			a.replicaDone(i, fmt.Errorf("%w: %v", wire.ErrClosed, err), nil)
 		}
 	}
 	return true

@@ -195,9 +195,13 @@ func (v *Volume) writeReplicas(ctx context.Context, index uint32) ([]replica, er
 }
 
 func (v *Volume) replicas(ctx context.Context, index uint32, write bool) ([]replica, error) {
+	return v.appendReplicas(ctx, make([]replica, 0, len(v.diskSet(index))), index, write)
+}
+
+// appendReplicas appends what replicas returns to out.
+func (v *Volume) appendReplicas(ctx context.Context, out []replica, index uint32, write bool) ([]replica, error) {
 	set := v.diskSet(index)
-	out := make([]replica, 0, len(set))
-	up := 0
+	n := len(out)
 	for i := len(set) - 1; i >= 0; i-- {
 		d := set[i]
 		v.mu.Lock()
@@ -213,11 +217,8 @@ func (v *Volume) replicas(ctx context.Context, index uint32, write bool) ([]repl
 		if access == DiskUp || (write && access.Writable()) {
 			out = append(out, replica{disk: d, addr: addr})
 		}
-		if access == DiskUp {
-			up++
-		}
 	}
-	if len(out) == 0 {
+	if len(out) == n {
 		return nil, fmt.Errorf("volume %s object %d: %w: no disk of set %v is up", v.layout.Name, index, ErrNoReplica, set)
 	}
 	return out, nil

@@ -333,13 +333,9 @@ func (c *conn) startRead(ar AsyncReader, req request, weight int64) bool {
 	if c.check(req) != nil {
 		return false
 	}
-	op := readOps.Get().(*readOp)
-	if op.done == nil {
-		op.done = op.finish
-	}
-	op.c, op.req, op.buf, op.weight = c, req, getBuf(int(req.length)), weight
+	op := getAsyncOp(c, req, getBuf(int(req.length)), weight)
 	c.inflight.Add(1)
-	if ar.StartRead(c.ctx, op.buf, int64(req.offset), &c.later, op.done) {
+	if ar.StartRead(c.ctx, op.buf, int64(req.offset), &c.later, op.readFn) {
 		return true
 	}
 	c.inflight.Done()
@@ -348,20 +344,36 @@ func (c *conn) startRead(ar AsyncReader, req request, weight int64) bool {
 	return false
 }
 
-// readOp is a READ started on an AsyncReader. They are pooled, each with
-// its done function made once: a closure per read would be allocated.
-type readOp struct {
+// asyncOp is a READ or WRITE started on an AsyncReader or AsyncWriter.
+// They are pooled, each with its completion functions made once: a
+// closure per request would be allocated.
+type asyncOp struct {
 	c      *conn
 	req    request
-	buf    []byte
+	buf    []byte // the read's buffer, the write's payload
 	weight int64
-	done   func(err error, q *later.Queue) // finish, bound
+
+	readFn, writeFn func(err error, q *later.Queue) // readDone, writeDone, bound
 }
 
-var readOps = sync.Pool{New: func() any { return new(readOp) }}
+var asyncOps = sync.Pool{New: func() any { return new(asyncOp) }}
 
-// finish answers the read; the backend calls it once, through done.
-func (op *readOp) finish(err error, q *later.Queue) {
+func getAsyncOp(c *conn, req request, buf []byte, weight int64) *asyncOp {
+	op := asyncOps.Get().(*asyncOp)
+	if op.readFn == nil {
+		op.readFn, op.writeFn = op.readDone, op.writeDone
+	}
+	op.c, op.req, op.buf, op.weight = c, req, buf, weight
+	return op
+}
+
+func (op *asyncOp) put() {
+	op.c, op.buf = nil, nil
+	asyncOps.Put(op)
+}
+
+// readDone answers the read; the backend calls it once, through readFn.
+func (op *asyncOp) readDone(err error, q *later.Queue) {
 	c, req, buf, weight := op.c, op.req, op.buf, op.weight
 	op.put()
 	c.readDone(q, req, buf, err)
@@ -369,9 +381,14 @@ func (op *readOp) finish(err error, q *later.Queue) {
 	c.inflight.Done()
 }
 
-func (op *readOp) put() {
-	op.c, op.buf = nil, nil
-	readOps.Put(op)
+// writeDone answers the write; the backend calls it once, through writeFn.
+func (op *asyncOp) writeDone(err error, q *later.Queue) {
+	c, req, payload, weight := op.c, op.req, op.buf, op.weight
+	op.put()
+	c.replyDone(q, req, err)
+	putBuf(payload)
+	c.budget.Release(weight)
+	c.inflight.Done()
 }
 
 // startWrite offers a WRITE, its payload read, to an AsyncWriter backend
@@ -381,17 +398,14 @@ func (c *conn) startWrite(aw AsyncWriter, req request, payload []byte, weight in
 	if c.check(req) != nil {
 		return false
 	}
+	op := getAsyncOp(c, req, payload, weight)
 	c.inflight.Add(1)
-	ok := aw.StartWrite(c.ctx, payload, int64(req.offset), req.flags&cmdFlagFUA != 0, &c.later, func(err error, q *later.Queue) {
-		c.replyDone(q, req, err)
-		putBuf(payload)
-		c.budget.Release(weight)
-		c.inflight.Done()
-	})
-	if !ok {
-		c.inflight.Done()
+	if aw.StartWrite(c.ctx, payload, int64(req.offset), req.flags&cmdFlagFUA != 0, &c.later, op.writeFn) {
+		return true
 	}
-	return ok
+	c.inflight.Done()
+	op.put()
+	return false
 }
 
 // readDone answers a READ whose backend read ended with err, buf holding
