@@ -111,7 +111,7 @@ func (v *Volume) StartRead(ctx context.Context, p []byte, off int64, q *later.Qu
 		v.gate.RUnlock()
 		return false
 	}
-	c := v.pool.live(r.addr)
+	c := v.pool.live(r.addr, q)
 	if c == nil {
 		v.gate.RUnlock()
 		return false
@@ -295,7 +295,7 @@ func (v *Volume) StartWrite(ctx context.Context, p []byte, off int64, fua bool, 
 	}
 	var conns [maxAsyncReplicas]*wire.Client
 	for i, r := range reps {
-		if conns[i] = v.pool.live(r.addr); conns[i] == nil {
+		if conns[i] = v.pool.live(r.addr, q); conns[i] == nil {
 			a.put()
 			v.gate.RUnlock()
 			return false

@@ -7,7 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
+	"keel/internal/later"
 	"keel/wire"
 )
 
@@ -63,6 +65,11 @@ func (p *Pool) get(ctx context.Context, addr string, timeout time.Duration) (*wi
 
 // slot picks the next of addr's connection slots, round robin.
 func (p *Pool) slot(addr string) (*peerConns, int) {
+	pc := p.peer(addr)
+	return pc, int(pc.next.Add(1)) % len(pc.c)
+}
+
+func (p *Pool) peer(addr string) *peerConns {
 	p.mu.Lock()
 	pc := p.peers[addr]
 	if pc == nil {
@@ -70,13 +77,26 @@ func (p *Pool) slot(addr string) (*peerConns, int) {
 		p.peers[addr] = pc
 	}
 	p.mu.Unlock()
-	return pc, int(pc.next.Add(1)) % len(pc.c)
+	return pc
 }
 
 // live returns a connection to addr that is up, without dialling: nil
-// when there is none at hand.
-func (p *Pool) live(addr string) *wire.Client {
-	pc, i := p.slot(addr)
+// when there is none at hand. Requests started by one reader (q, its
+// queue of put-off work) all take the same connection to a server, so
+// that what the reader queued for a server in one batch goes out in one
+// write: spread over two connections, a demo's random reads took a third
+// more system calls per read in the client and 8-11% fewer reads. Other
+// callers (q nil) take the connections in turn.
+func (p *Pool) live(addr string, q *later.Queue) *wire.Client {
+	var pc *peerConns
+	var i int
+	if q == nil {
+		pc, i = p.slot(addr)
+	} else {
+		pc = p.peer(addr)
+		h := uint64(uintptr(unsafe.Pointer(q))) * 0x9E3779B97F4A7C15 // Fibonacci hashing
+		i = int((h >> 32) % uint64(len(pc.c)))
+	}
 	pc.mu.Lock()
 	c := pc.c[i]
 	pc.mu.Unlock()
