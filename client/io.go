@@ -287,7 +287,7 @@ func (v *Volume) StartWrite(ctx context.Context, p []byte, off int64, fua bool, 
 	}
 	e := extent{index: uint32(idx), offset: uint64(in), length: len(p)}
 	a := getAsyncWrite()
-	reps, err := v.appendReplicas(ctx, a.reps[:0], e.index, true)
+	reps, err := v.appendReplicas(ctx, a.reps[:0], e.index, true, 0)
 	if err != nil || len(reps) > maxAsyncReplicas {
 		a.put()
 		v.gate.RUnlock()

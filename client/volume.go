@@ -165,27 +165,15 @@ func (v *Volume) upReplicas(ctx context.Context, index uint32) ([]replica, error
 	return v.replicas(ctx, index, false)
 }
 
-// firstUp returns the first of upReplicas, without building the
-// list: the common read asks one replica only.
+// firstUp returns the first of upReplicas, without building the list:
+// the common read asks one replica only.
 func (v *Volume) firstUp(ctx context.Context, index uint32) (replica, error) {
-	set := v.diskSet(index)
-	for i := len(set) - 1; i >= 0; i-- {
-		d := set[i]
-		v.mu.Lock()
-		down := v.down[d]
-		v.mu.Unlock()
-		if down {
-			continue
-		}
-		addr, access, err := v.cluster.DiskAccess(ctx, d)
-		if err != nil {
-			return replica{}, err
-		}
-		if access == DiskUp {
-			return replica{disk: d, addr: addr}, nil
-		}
+	var buf [1]replica
+	reps, err := v.appendReplicas(ctx, buf[:0], index, false, 1)
+	if err != nil {
+		return replica{}, err
 	}
-	return replica{}, fmt.Errorf("volume %s object %d: %w: no disk of set %v is up", v.layout.Name, index, ErrNoReplica, set)
+	return reps[0], nil
 }
 
 // writeReplicas returns the disks of object index's set that writes must
@@ -195,14 +183,15 @@ func (v *Volume) writeReplicas(ctx context.Context, index uint32) ([]replica, er
 }
 
 func (v *Volume) replicas(ctx context.Context, index uint32, write bool) ([]replica, error) {
-	return v.appendReplicas(ctx, make([]replica, 0, len(v.diskSet(index))), index, write)
+	return v.appendReplicas(ctx, make([]replica, 0, len(v.diskSet(index))), index, write, 0)
 }
 
-// appendReplicas appends what replicas returns to out.
-func (v *Volume) appendReplicas(ctx context.Context, out []replica, index uint32, write bool) ([]replica, error) {
+// appendReplicas appends what replicas returns to out, at most the first
+// most of them (0: all).
+func (v *Volume) appendReplicas(ctx context.Context, out []replica, index uint32, write bool, most int) ([]replica, error) {
 	set := v.diskSet(index)
 	n := len(out)
-	for i := len(set) - 1; i >= 0; i-- {
+	for i := len(set) - 1; i >= 0 && (most == 0 || len(out)-n < most); i-- {
 		d := set[i]
 		v.mu.Lock()
 		down := v.down[d]
