@@ -84,9 +84,9 @@ func (p *Pool) peer(addr string) *peerConns {
 // when there is none at hand. Requests started by one reader (q, its
 // queue of put-off work) all take the same connection to a server, so
 // that what the reader queued for a server in one batch goes out in one
-// write: spread over two connections, a demo's random reads took a third
-// more system calls per read in the client and 8-11% fewer reads. Other
-// callers (q nil) take the connections in turn.
+// write: spread over a server's two connections, the demo's client made
+// 1.35 system calls per random read instead of 0.9, and read 3-10% less
+// per second. Other callers (q nil) take the connections in turn.
 func (p *Pool) live(addr string, q *later.Queue) *wire.Client {
 	var pc *peerConns
 	var i int
