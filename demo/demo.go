@@ -630,7 +630,7 @@ keel demo is running: %d mgmt, %d servers (2 disks each), 1 client.
 Try:
   qemu-img info %s
   nbdinfo %s
-  nbdcopy --progress /dev/urandom %s   # (sizes must match; see docs/DEMO.md)
+  head -c 64M /dev/urandom > rand.img && nbdcopy --progress rand.img %s
   fio --name=randrw --ioengine=nbd --uri=%s --rw=randrw --bs=4k --iodepth=32 --runtime=20 --time_based --direct=1
   KEEL_CONFIG=%s keel cluster status
 

@@ -3,6 +3,8 @@ package demo_test
 import (
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -69,6 +71,53 @@ func TestDemoMgmtVoters(t *testing.T) {
 		}
 		if t.Failed() {
 			return
+		}
+	}
+}
+
+// TestDemoInstructionsRun runs every ready-to-paste command the demo
+// prints (fio for 2 s instead of 20), in a shell, with keel on the PATH:
+// each must succeed.
+func TestDemoInstructionsRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a demo cluster (real processes)")
+	}
+	for _, tool := range []string{"qemu-img", "nbdinfo", "nbdcopy", "fio", "iscsi-ls", "iscsi-inq"} {
+		testbin.NeedTool(t, tool)
+	}
+	cl := start(t, t.TempDir(), 1, 1)
+	defer func() {
+		if err := cl.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
+	// The commands are the indented lines that start with a tool's name
+	// or KEEL_CONFIG=.
+	tools := map[string]bool{"qemu-img": true, "nbdinfo": true, "head": true, "nbdcopy": true, "fio": true, "iscsi-ls": true, "iscsi-inq": true}
+	var cmds []string
+	for _, line := range strings.Split(cl.Instructions(), "\n") {
+		f := strings.Fields(line)
+		if strings.HasPrefix(line, "  ") && len(f) > 0 && (tools[f[0]] || strings.HasPrefix(f[0], "KEEL_CONFIG=")) {
+			cmds = append(cmds, strings.TrimSpace(line))
+		}
+	}
+	if len(cmds) != 9 {
+		t.Fatalf("found %d commands in the instructions, want 9:\n%s", len(cmds), strings.Join(cmds, "\n"))
+	}
+	binDir := filepath.Dir(testbin.Keel(t))
+	work := t.TempDir()
+	for _, c := range cmds {
+		if strings.HasPrefix(c, "fio ") {
+			c += " --runtime=2"
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cmd := exec.CommandContext(ctx, "sh", "-c", c)
+		cmd.Dir = work
+		cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", c, err, out)
 		}
 	}
 }
