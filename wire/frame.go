@@ -278,13 +278,9 @@ func decodeResponseHeader(h []byte, r *Response) (int, error) {
 	return int(n), nil
 }
 
-// ReadResponse decodes one response frame, reusing r.Data.
-func ReadResponse(rd io.Reader, r *Response) error {
-	var h [responseHeader]byte
-	if _, err := io.ReadFull(rd, h[:]); err != nil {
-		return err
-	}
-	n, err := decodeResponseHeader(h[:], r)
+// ReadResponse decodes one response frame from rd into r, reusing r.Data.
+func ReadResponse(rd *bufio.Reader, r *Response) error {
+	n, err := readResponseHeader(rd, r)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"log/slog"
@@ -93,7 +94,8 @@ func TestQuickReplySentWhileAPayloadArrives(t *testing.T) {
 	}
 	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 	var resp Response
-	if err := ReadResponse(conn, &resp); err != nil {
+	br := bufio.NewReader(conn)
+	if err := ReadResponse(br, &resp); err != nil {
 		t.Fatalf("reply of the READ, sent before the rest of the WRITE: %v", err)
 	}
 	if resp.ID != 1 || resp.Status != StatusOK || len(resp.Data) != 4096 {
@@ -102,7 +104,7 @@ func TestQuickReplySentWhileAPayloadArrives(t *testing.T) {
 	if _, err := conn.Write(frames[half:]); err != nil {
 		t.Fatal(err)
 	}
-	if err := ReadResponse(conn, &resp); err != nil || resp.ID != 2 || resp.Status != StatusOK {
+	if err := ReadResponse(br, &resp); err != nil || resp.ID != 2 || resp.Status != StatusOK {
 		t.Fatalf("reply of the WRITE: %v, id %d, status %d", err, resp.ID, resp.Status)
 	}
 }

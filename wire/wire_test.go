@@ -225,7 +225,7 @@ func FuzzDecodeResponse(f *testing.F) {
 	f.Add(EncodeResponse(nil, &Response{Status: StatusChecksum, Data: []byte("bad")}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r Response
-		if err := ReadResponse(bytes.NewReader(b), &r); err != nil {
+		if err := ReadResponse(bufio.NewReader(bytes.NewReader(b)), &r); err != nil {
 			return
 		}
 		again := EncodeResponse(nil, &r)
