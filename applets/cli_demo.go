@@ -41,7 +41,10 @@ started: keel_iscsi, the client, the servers, then mgmt. Without a terminal it p
 plain progress lines and runs until SIGTERM. A second run reuses the data;
 --fresh starts over.
 
-Each process logs to DIR/node<N>/log/<applet>.log. The processes share
+Each process logs to DIR/node<N>/log/<applet>.log. The loopback ports are
+chosen on the first run, from below the kernel's ephemeral port range (so
+no outgoing connection takes one before its service binds it), and kept in
+DIR/ports.json; a second run uses them again. The processes share
 this machine as a deployment would give each its own cores: each runs
 with GOMAXPROCS set to an equal share of the CPUs for the three servers
 and the client (at least 1), unless GOMAXPROCS is set for keel demo.

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"keel/internal/freeport"
 	"keel/server"
 	"keel/wire"
 )
@@ -90,7 +91,16 @@ func (c *testCluster) start(s *testServer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:"+portOf(s.addr))
+	// A restarted server listens where it did before; the first start
+	// takes a port the kernel does not hand to other sockets meanwhile.
+	if s.addr == "" {
+		ports, err := freeport.Take(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	}
+	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,14 +110,6 @@ func (c *testCluster) start(s *testServer) {
 		defer close(s.done)
 		wire.Serve(ctx, ln, wire.ServerConfig{Secret: testSecret, Self: wire.Peer{NodeID: s.disk, Role: "server", Name: "s"}, Handler: srv, Quick: srv.ServeQuick, Log: log})
 	}()
-}
-
-func portOf(addr string) string {
-	if addr == "" {
-		return "0"
-	}
-	_, p, _ := net.SplitHostPort(addr)
-	return p
 }
 
 // stop takes the server off the network (listener and connections) and

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"keel/internal/freeport"
 	"keel/mgmt/apiclient"
 )
 
@@ -201,7 +201,7 @@ func (c *Cluster) prepare() error {
 		}
 	case errors.Is(err, os.ErrNotExist):
 		o.step("creating the demo cluster in %s", o.Dir)
-		free, err := freePorts(3 + o.Servers)
+		free, err := freeport.Take(3 + o.Servers)
 		if err != nil {
 			return err
 		}
@@ -210,7 +210,7 @@ func (c *Cluster) prepare() error {
 		return fmt.Errorf("demo: %w", err)
 	}
 	if add := o.Mgmt - c.ports.mgmtNodes(); add > 0 {
-		free, err := freePorts(2 * add)
+		free, err := freeport.Take(2 * add)
 		if err != nil {
 			return err
 		}
@@ -270,25 +270,6 @@ dev_dir = %[11]q
 nbd_listen = "127.0.0.1:%[12]d"
 `, n, rolesTOML, filepath.Join(o.nodeDir(n), "run"), c.ports.apiURLs(), o.tokenFile(), o.secretFile(), mgmtAddrs,
 		o.diskPath(n, 1), o.diskPath(n, 2), c.ports.Servers[n-1], filepath.Join(o.Dir, "dev"), c.ports.NBD)
-}
-
-func freePorts(n int) ([]int, error) {
-	var out []int
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("demo: pick a port: %w", err)
-		}
-		lns = append(lns, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
 }
 
 // keel runs a short keel command for node n and returns its output.
@@ -733,7 +714,7 @@ func (c *Cluster) AddClient(ctx context.Context, n int) (*ClientNode, error) {
 	if n <= o.Servers {
 		return nil, fmt.Errorf("demo: node %d is a server node; pick an id above %d", n, o.Servers)
 	}
-	free, err := freePorts(1)
+	free, err := freeport.Take(1)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"keel/internal/freeport"
 	"keel/mgmt/apiclient"
 )
 
@@ -46,7 +47,7 @@ func (c *Cluster) ISCSIPortal() string { return fmt.Sprintf("127.0.0.1:%d", c.po
 // keel_iscsi and waits until it serves the export.
 func (c *Cluster) startISCSI(ctx context.Context) error {
 	if c.ports.ISCSI == 0 { // a demo directory from before keel_iscsi
-		free, err := freePorts(1)
+		free, err := freeport.Take(1)
 		if err != nil {
 			return err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"keel/internal/freeport"
 	"keel/internal/testbin"
 	"keel/mgmt"
 	"keel/mgmt/apiclient"
@@ -33,14 +33,14 @@ type mgmtProc struct {
 	done    chan struct{}
 }
 
+// freeAddr is a loopback address for a child process to listen on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Take(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", ports[0])
 }
 
 func newProc(t *testing.T, root string, id int) *mgmtProc {
