@@ -3,24 +3,26 @@ package apiclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"keel/internal/freeport"
 )
 
-// deadURL is an address where nothing listens (connection refused).
+// deadURL is an address where nothing listens (connection refused): a
+// port that neither the kernel nor freeport hands out again soon.
 func deadURL(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Take(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr
+	return fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 }
 
 func TestFailoverToAnotherNode(t *testing.T) {
