@@ -334,9 +334,10 @@ func (c *Cluster) start(role string, n int) (*proc, error) {
 	return p, nil
 }
 
-// waitFor polls cond until it returns true, the process dies or the time
-// is up; the error names what was awaited and points at the log.
-func (c *Cluster) waitFor(ctx context.Context, what string, p *proc, limit time.Duration, cond func() (bool, error)) error {
+// waitFor polls cond until it returns true, one of the awaited processes
+// exits or the time is up; the error names what was awaited and, for a
+// process that exited, quotes the last line of its log and points at it.
+func (c *Cluster) waitFor(ctx context.Context, what string, ps []*proc, limit time.Duration, cond func() (bool, error)) error {
 	deadline := time.Now().Add(limit)
 	var last error
 	for {
@@ -345,11 +346,11 @@ func (c *Cluster) waitFor(ctx context.Context, what string, p *proc, limit time.
 			return nil
 		}
 		last = err
-		if p != nil {
+		for _, p := range ps {
 			select {
 			case err := <-p.done:
 				p.done <- err
-				return fmt.Errorf("demo: keel_%s of node %d exited (%v) while waiting for %s; see %s", p.role, p.node, err, what, p.log.Name())
+				return fmt.Errorf("demo: keel_%s of node %d exited (%v) while waiting for %s: %q; see %s", p.role, p.node, err, what, lastLine(p.log.Name()), p.log.Name())
 			default:
 			}
 		}
@@ -364,6 +365,17 @@ func (c *Cluster) waitFor(ctx context.Context, what string, p *proc, limit time.
 	}
 }
 
+// lastLine is the last non-empty line of a log file: where a process that
+// failed to start says why.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
 func (c *Cluster) bringUp(ctx context.Context) error {
 	o := c.o
 	if _, err := os.Stat(o.tokenFile()); errors.Is(err, os.ErrNotExist) {
@@ -374,16 +386,14 @@ func (c *Cluster) bringUp(ctx context.Context) error {
 	}
 	// Every voter starts before the wait: a demo that has three needs two
 	// of them up to elect a leader.
-	var mp *proc
+	var mgmt []*proc
 	for n := 1; n <= o.Mgmt; n++ {
 		o.step("starting keel_mgmt of node %d on 127.0.0.1:%d", n, c.ports.apiPort(n))
 		p, err := c.start("mgmt", n)
 		if err != nil {
 			return err
 		}
-		if n == 1 {
-			mp = p
-		}
+		mgmt = append(mgmt, p)
 	}
 	tok, err := apiclient.ReadToken(o.tokenFile())
 	if err != nil {
@@ -393,13 +403,13 @@ func (c *Cluster) bringUp(ctx context.Context) error {
 	// cluster: a node still waiting to be added answers with no leader.
 	first := apiclient.New(c.ports.apiURL(1), tok)
 	var status clusterStatus
-	if err := c.waitFor(ctx, "the management API", mp, 60*time.Second, func() (bool, error) {
+	if err := c.waitFor(ctx, "the management API", mgmt, 60*time.Second, func() (bool, error) {
 		_, err := first.Get(ctx, "ClusterStatus", nil, &status)
 		return err == nil && status.ClusterID != "" && status.Leader != "", err
 	}); err != nil {
 		return err
 	}
-	if err := c.joinVoters(ctx, first, tok, &status); err != nil {
+	if err := c.joinVoters(ctx, first, mgmt, tok, &status); err != nil {
 		return err
 	}
 	c.api = apiclient.New(c.ports.apiURLs(), tok)
@@ -421,14 +431,16 @@ func (c *Cluster) bringUp(ctx context.Context) error {
 		}
 	}
 	o.step("starting %d keel_server processes with 2 file-backed disks each", o.Servers)
-	var sp *proc
+	var servers []*proc
 	for n := 1; n <= o.Servers; n++ {
-		if sp, err = c.start("server", n); err != nil {
+		p, err := c.start("server", n)
+		if err != nil {
 			return err
 		}
+		servers = append(servers, p)
 	}
 	want := 2 * o.Servers
-	if err := c.waitFor(ctx, fmt.Sprintf("%d disks up", want), sp, 60*time.Second, func() (bool, error) {
+	if err := c.waitFor(ctx, fmt.Sprintf("%d disks up", want), servers, 60*time.Second, func() (bool, error) {
 		up, err := c.disksUp(ctx)
 		return up >= want, err
 	}); err != nil {
@@ -442,7 +454,7 @@ func (c *Cluster) bringUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.waitFor(ctx, "the client", cp, 30*time.Second, func() (bool, error) {
+	if err := c.waitFor(ctx, "the client", []*proc{cp}, 30*time.Second, func() (bool, error) {
 		_, err := c.api.Post(ctx, "VolumesReassignWait", map[string]any{
 			"reassign": []map[string]any{{"volume": demoVolume, "rw": []int{clientNode}}}, "attachTimeout": 10}, nil)
 		return err == nil, err
@@ -467,7 +479,7 @@ type clusterStatus struct {
 // joinVoters adds mgmt nodes 2..Mgmt that are not voters yet (a new demo,
 // or more voters asked for) with keel cluster join, and waits until the
 // cluster has every voter.
-func (c *Cluster) joinVoters(ctx context.Context, api *apiclient.Client, token string, st *clusterStatus) error {
+func (c *Cluster) joinVoters(ctx context.Context, api *apiclient.Client, mgmt []*proc, token string, st *clusterStatus) error {
 	isVoter := func(n int) bool {
 		for _, v := range st.Voters {
 			if v.ID == strconv.Itoa(n) {
@@ -485,7 +497,7 @@ func (c *Cluster) joinVoters(ctx context.Context, api *apiclient.Client, token s
 			return err
 		}
 	}
-	return c.waitFor(ctx, fmt.Sprintf("%d mgmt voters with a leader", c.o.Mgmt), nil, 60*time.Second, func() (bool, error) {
+	return c.waitFor(ctx, fmt.Sprintf("%d mgmt voters with a leader", c.o.Mgmt), mgmt, 60*time.Second, func() (bool, error) {
 		_, err := api.Get(ctx, "ClusterStatus", nil, st)
 		return err == nil && len(st.Voters) >= c.o.Mgmt && st.Leader != "", err
 	})
@@ -748,7 +760,7 @@ nbd_listen = "127.0.0.1:%[7]d"
 		return nil, err
 	}
 	// The client writes its stats after every successful sync with mgmt.
-	if err := c.waitFor(ctx, fmt.Sprintf("client %d", n), p, 30*time.Second, func() (bool, error) {
+	if err := c.waitFor(ctx, fmt.Sprintf("client %d", n), []*proc{p}, 30*time.Second, func() (bool, error) {
 		_, err := os.Stat(stats)
 		return err == nil, err
 	}); err != nil {

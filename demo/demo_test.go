@@ -2,6 +2,8 @@ package demo_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	"keel/demo"
 	"keel/internal/demotest"
+	"keel/internal/freeport"
 	"keel/internal/testbin"
 )
 
@@ -118,6 +121,43 @@ func TestDemoInstructionsRun(t *testing.T) {
 		cancel()
 		if err != nil {
 			t.Errorf("%s: %v\n%s", c, err, out)
+		}
+	}
+}
+
+// TestDemoNamesAServerThatCannotStart: when a keel_server exits during the
+// start (here: its port is taken), demo.Start says which process, quotes
+// why and stops the rest, instead of waiting for its disks until it times
+// out.
+func TestDemoNamesAServerThatCannotStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a demo cluster (real processes)")
+	}
+	free, err := freeport.Take(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", free[3]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	ports := fmt.Sprintf(`{"api": %d, "raft": %d, "nbd": %d, "servers": [%d, %d, %d]}`, free[0], free[1], free[2], free[3], free[4], free[5])
+	if err := os.WriteFile(filepath.Join(dir, "ports.json"), []byte(ports), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl, err := demo.Start(ctx, demo.Options{Dir: dir, Binary: testbin.Keel(t), VolumeSize: 1 << 30, DiskSize: 1 << 30, Out: demotest.LogWriter{T: t}})
+	if err == nil {
+		cl.Stop()
+		t.Fatal("demo.Start succeeded with node 1's server port taken")
+	}
+	t.Log(err)
+	for _, want := range []string{"keel_server of node 1 exited", "address already in use", filepath.Join(dir, "node1", "log", "server.log")} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
 		}
 	}
 }

@@ -80,7 +80,7 @@ func (c *Cluster) startISCSI(ctx context.Context) error {
 	}
 	// Ready when the controller applied the attachment (its client
 	// heartbeat caught up with the generation) and the portal accepts.
-	return c.waitFor(ctx, "keel_iscsi", p, 30*time.Second, func() (bool, error) {
+	return c.waitFor(ctx, "keel_iscsi", []*proc{p}, 30*time.Second, func() (bool, error) {
 		var dump []struct {
 			ID           int    `json:"id"`
 			ConfigStatus string `json:"configStatus"`
