@@ -94,11 +94,9 @@ func (c *testCluster) start(s *testServer) {
 	// A restarted server listens where it did before; the first start
 	// takes a port the kernel does not hand to other sockets meanwhile.
 	if s.addr == "" {
-		ports, err := freeport.Take(1)
-		if err != nil {
+		if s.addr, err = freeport.Addr(); err != nil {
 			t.Fatal(err)
 		}
-		s.addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	}
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {

@@ -36,11 +36,11 @@ type mgmtProc struct {
 // freeAddr is a loopback address for a child process to listen on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ports, err := freeport.Take(1)
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", ports[0])
+	return addr
 }
 
 func newProc(t *testing.T, root string, id int) *mgmtProc {

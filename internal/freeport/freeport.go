@@ -38,6 +38,15 @@ func Take(n int) ([]int, error) {
 	return takeCounted(filepath.Join(os.TempDir(), counterName), n)
 }
 
+// Addr is one port from Take, as a loopback address: "127.0.0.1:PORT".
+func Addr() (string, error) {
+	ports, err := Take(1)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0]), nil
+}
+
 // takeCounted is Take with the counter in the given file.
 func takeCounted(counter string, n int) ([]int, error) {
 	lo, hi := portRange()
@@ -112,6 +121,8 @@ func portRange() (lo, hi int) {
 	return lowest, 65535 // nothing better: the bind check must do
 }
 
+// ephemeral is the kernel's ephemeral port range, from which it picks the
+// local ports of outgoing connections and of listeners on port 0.
 func ephemeral() (lo, hi int, err error) {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {

@@ -127,3 +127,18 @@ func TestTakeHelperProcess(t *testing.T) {
 		fmt.Printf("port %d\n", ports[0])
 	}
 }
+
+func TestAddrIsALoopbackAddressOutsideTheEphemeralRange(t *testing.T) {
+	addr, err := Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "127.0.0.1" {
+		t.Fatalf("Addr() = %q (%v), want 127.0.0.1:PORT", addr, err)
+	}
+	p, _ := strconv.Atoi(port)
+	if lo, hi := portRange(); p < lo || p > hi {
+		t.Errorf("Addr() = %q: port outside %d-%d", addr, lo, hi)
+	}
+}

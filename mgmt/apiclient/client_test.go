@@ -3,7 +3,6 @@ package apiclient
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,11 +17,11 @@ import (
 // port that neither the kernel nor freeport hands out again soon.
 func deadURL(t *testing.T) string {
 	t.Helper()
-	ports, err := freeport.Take(1)
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	return "http://" + addr
 }
 
 func TestFailoverToAnotherNode(t *testing.T) {
